@@ -1,0 +1,1 @@
+"""Lightning callbacks, one concern each: history, best weights, clean interrupts."""

@@ -1,0 +1,63 @@
+"""Keep the best weights seen so far — in memory and on disk — and put them back at the end.
+
+Lightning's EarlyStopping stops but leaves the last weights in place; a user expects the best.
+Snapshots go through ``state_dict`` (never ``deepcopy``), which also works for modules carrying
+hooks, and are written atomically so a dying kernel never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import nn
+
+from nbopt.store import save_weights
+
+
+class BestWeights(Callback):
+    def __init__(self, target: nn.Module, monitor: str = "val_loss", mode: str = "min", path: Path | None = None):
+        if mode not in ("min", "max"):
+            raise ValueError(f"`mode` can be min or max, got {mode}")
+        self.target = target
+        self.monitor = monitor
+        self.mode = mode
+        self.path = path
+        self.best_value = math.inf if mode == "min" else -math.inf
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def is_better(self, value: float) -> bool:
+        return value < self.best_value if self.mode == "min" else value > self.best_value
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or not math.isfinite(float(value)) or not self.is_better(float(value)):
+            return
+        self.best_value = float(value)
+        self.best_epoch = trainer.current_epoch + 1
+        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.target.state_dict().items()}
+        if self.path is not None and trainer.is_global_zero:
+            save_weights(self.best_state, self.path)
+
+    def restore(self) -> bool:
+        """Load the best weights into the model; False when no epoch was validated."""
+        if self.best_state is None:
+            return False
+        self.target.load_state_dict(self.best_state)
+        return True
+
+    def on_fit_end(self, trainer, pl_module):
+        self.restore()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.restore()
+
+    def state_dict(self) -> dict:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "monitor": self.monitor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]

@@ -1,0 +1,45 @@
+"""Stop cleanly on the kernel's interrupt (or a Stop button) instead of killing the session.
+
+On Ctrl-C / the notebook's stop button, Lightning ends with ``sys.exit(1)`` and leaves SIGINT
+ignored, which in a notebook loses the run. While training, this callback owns SIGINT: it asks the
+Trainer to stop after the current step, so the best weights and history survive.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+
+from pytorch_lightning.callbacks import Callback
+
+
+class InterruptGuard(Callback):
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def request_stop(self) -> None:
+        """Ask for a clean stop after the current step (safe to call from any thread)."""
+        self.requested = True
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.requested = True
+
+    def on_fit_start(self, trainer, pl_module):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.requested:
+            trainer.should_stop = True
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.requested:
+            trainer.should_stop = True
+
+    def teardown(self, trainer, pl_module, stage):
+        self.release()
+
+    def release(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None

@@ -1,0 +1,77 @@
+"""One history row per epoch — losses, metric, the LR actually used, time — for display and disk."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+from nbopt.module import RecipeModule
+
+
+class Recorder(Callback):
+    """Collects the history and tells its listeners (live output, run folder) about progress."""
+
+    def __init__(self, metric_key: str, listeners: list | None = None):
+        self.metric_key = metric_key
+        self.listeners = listeners or []
+        self.rows: list[dict] = []
+        self.step_in_epoch = 0
+        self.steps_per_epoch = 0
+        self.samples = 0
+        self.fit_started = time.perf_counter()
+        self._epoch_started = self.fit_started
+        self._lr_sum = 0.0
+        self._lr_count = 0
+
+    def on_fit_start(self, trainer, pl_module):
+        self.fit_started = time.perf_counter()
+        self.steps_per_epoch = int(trainer.num_training_batches) if math.isfinite(trainer.num_training_batches) else 0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch_started = time.perf_counter()
+        self.step_in_epoch = 0
+        self._lr_sum, self._lr_count = 0.0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._lr_sum += trainer.optimizers[0].param_groups[0]["lr"]
+        self._lr_count += 1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.step_in_epoch += 1
+        self.samples += len(batch[0])
+        for listener in self.listeners:
+            listener.on_step(self, trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        train_loss = pl_module.pop_train_loss() if isinstance(pl_module, RecipeModule) else None
+        row = {
+            "epoch": trainer.current_epoch + 1,
+            "train_loss": train_loss if train_loss is not None else metrics.pop("train_loss", math.nan),
+            "val_loss": metrics.pop("val_loss", math.nan),
+            self.metric_key: metrics.pop(self.metric_key, math.nan),
+            "lr": self._lr_sum / self._lr_count if self._lr_count else math.nan,
+            "seconds": time.perf_counter() - self._epoch_started,
+        }
+        for key, value in metrics.items():  # whatever else a user's own LightningModule logs
+            if not key.endswith("_step"):
+                row.setdefault(key.removesuffix("_epoch"), value)
+        self.rows.append(row)
+        for listener in self.listeners:
+            listener.on_epoch(self, trainer, row)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.fit_started
+
+
+class Listener:
+    """What the Recorder calls; live output and the run folder implement the parts they need."""
+
+    def on_step(self, recorder: Recorder, trainer: pl.Trainer) -> None:
+        pass
+
+    def on_epoch(self, recorder: Recorder, trainer: pl.Trainer, row: dict) -> None:
+        pass

@@ -1,0 +1,39 @@
+"""Fast batches for data that already sits in memory as tensors.
+
+A DataLoader over a TensorDataset fetches samples one by one and collates them, which costs more
+than a small model's whole training step. Indexing the full tensors with a shuffled batch of
+indices gives the same batches at a fraction of the cost.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class TensorBatches:
+    """Iterable of ``(x, y)`` batches over in-memory tensors, reshuffled each pass when asked."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.x)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator)
+            for start in range(0, n, self.batch_size):
+                index = order[start:start + self.batch_size]
+                yield self.x[index], self.y[index]
+        else:
+            for start in range(0, n, self.batch_size):
+                yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

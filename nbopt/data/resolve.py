@@ -1,0 +1,305 @@
+"""Turn a recipe's `data:` into train/val/test batches plus what the model needs to know.
+
+Whatever the source — a built-in, arrays, a DataFrame, Datasets, DataLoaders or a
+LightningDataModule — the result is a ``DataBundle``. In-memory data is split with a seeded,
+stratified split and batched with :class:`TensorBatches`; loaders are used as given.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from nbopt.data.builtin import DATASETS, ArrayData
+from nbopt.data.loaders import TensorBatches
+from nbopt.errors import RecipeError
+from nbopt.namespace import Reference
+from nbopt.recipe import Recipe
+
+
+@dataclass
+class DataBundle:
+    train: Iterable
+    val: Iterable
+    test: Iterable | None
+    input_shape: tuple[int, ...]
+    task: str
+    num_outputs: int
+    num_classes: int | None
+    sizes: dict[str, int]
+    description: str
+    in_memory: bool
+    normalization: dict | None = None  # {"mean": [...], "std": [...]} as applied
+    classes: list | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train)
+
+
+def resolve_data(ref: Reference, recipe: Recipe) -> DataBundle:
+    line = recipe.line("data")
+    if ref.builtin is not None:
+        entry, kwargs = DATASETS.resolve(ref.builtin, "data", line)
+        array = entry.build(**kwargs)
+        return _from_arrays(array.x, array.y, recipe, array.description, array.test)
+    obj = ref.obj
+    if ref.call_args is not None and callable(obj):
+        obj = obj(*ref.call_args.args, **ref.call_args.kwargs)
+    if isinstance(obj, ArrayData):
+        return _from_arrays(obj.x, obj.y, recipe, obj.description, obj.test)
+    if _is_dataframe(obj):
+        return _from_dataframe(obj, recipe, ref.label)
+    if isinstance(obj, pl.LightningDataModule):
+        return _from_datamodule(obj, recipe, ref.label)
+    if isinstance(obj, (tuple, list)) and len(obj) in (2, 3):
+        if all(_is_array(part) for part in obj[:2]) and len(obj[0]) == len(obj[1]) and len(obj) == 2:
+            return _from_arrays(_tensor(obj[0], torch.float32), _tensor(obj[1]), recipe, f"{ref.label}: arrays")
+        if all(isinstance(part, (Dataset, DataLoader)) for part in obj):
+            return _from_splits(list(obj), recipe, ref.label)
+    if isinstance(obj, TensorDataset) and len(obj.tensors) == 2:
+        return _from_arrays(*obj.tensors, recipe, f"{ref.label}: TensorDataset")
+    raise RecipeError(f"'{ref.label}' is a {type(obj).__name__}; expected a LightningDataModule, a (train, val) "
+                      "pair of Datasets or DataLoaders, an (X, y) pair of arrays, or a DataFrame with `target:`",
+                      key="data", line=line)
+
+
+def _is_array(obj) -> bool:
+    return isinstance(obj, (np.ndarray, torch.Tensor)) or _is_dataframe(obj) or type(obj).__name__ == "Series"
+
+
+def _is_dataframe(obj) -> bool:
+    return type(obj).__name__ == "DataFrame" and hasattr(obj, "columns")
+
+
+def _tensor(values, dtype=None) -> torch.Tensor:
+    if hasattr(values, "to_numpy"):
+        values = values.to_numpy()
+    if isinstance(values, np.ndarray) and values.dtype.kind in "OUS":
+        return values  # labels as strings: encoded by _targets
+    tensor = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values)
+    return tensor.to(dtype) if dtype is not None else tensor
+
+
+def detect_task(y) -> str:
+    """Whole-number or text targets are classes; fractional numbers are regression."""
+    if isinstance(y, np.ndarray) and y.dtype.kind in "OUSb":
+        return "classification"
+    y = torch.as_tensor(y)
+    if not y.dtype.is_floating_point:
+        return "classification"
+    return "regression"
+
+
+def _targets(y, task: str, line: int | None):
+    """Class targets as 0..K-1 longs (with the original labels), regression targets as floats."""
+    if task == "regression":
+        if isinstance(y, np.ndarray) and y.dtype.kind in "OUS":
+            raise RecipeError("the targets are text, which cannot be regressed; use task: classification",
+                              key="task", line=line)
+        y = torch.as_tensor(y).float()
+        return (y, None) if y.ndim == 1 or y.shape[1] > 1 else (y[:, 0], None)
+    values = np.asarray(y.numpy() if isinstance(y, torch.Tensor) else y)
+    if values.ndim > 1:
+        raise RecipeError(f"classification targets must be one label per sample, got shape {list(values.shape)}",
+                          key="data", line=line)
+    if values.dtype.kind == "f" and not np.all(np.mod(values, 1) == 0):
+        raise RecipeError("the targets have fractional values; use task: regression", key="task", line=line)
+    labels, encoded = np.unique(values, return_inverse=True)
+    if labels.dtype.kind in "iuf" and np.array_equal(labels, np.arange(len(labels))):
+        return torch.as_tensor(values.astype(np.int64)), None
+    return torch.as_tensor(encoded.astype(np.int64)), labels.tolist()
+
+
+def _split(x, y, fraction: float, seed: int, stratify: bool):
+    index = np.arange(len(x))
+    labels = y.numpy() if stratify else None
+    if stratify and np.min(np.bincount(labels)) < 2:
+        labels = None  # a class with one sample cannot be stratified
+    keep, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=labels)
+    keep, held = torch.as_tensor(keep), torch.as_tensor(held)
+    return (x[keep], y[keep]), (x[held], y[held])
+
+
+def _from_arrays(x, y, recipe: Recipe, description: str, test=None) -> DataBundle:
+    line = recipe.line("data")
+    if isinstance(x, np.ndarray) and x.dtype.kind in "OUS":
+        raise RecipeError("the inputs contain text; convert them to numbers first", key="data", line=line)
+    x = torch.as_tensor(x).float()
+    task = recipe.task or detect_task(y)
+    y, classes = _targets(y, task, recipe.line("task"))
+    if len(x) != len(y):
+        raise RecipeError(f"X has {len(x)} samples but y has {len(y)}", key="data", line=line)
+    stratify = task == "classification"
+    if test is None and recipe.test_split > 0:
+        (x, y), (tx, ty) = _split(x, y, recipe.test_split, recipe.seed, stratify)
+        test = (tx, ty)
+    elif test is not None:
+        test = (torch.as_tensor(test[0]).float(), _targets(test[1], task, line)[0])
+    (tr_x, tr_y), (va_x, va_y) = _split(x, y, recipe.val_split / (1 - recipe.test_split if test is not None and
+                                                                  recipe.test_split > 0 else 1),
+                                        recipe.seed, stratify)
+    splits = {"train": (tr_x, tr_y), "val": (va_x, va_y)}
+    if test is not None:
+        splits["test"] = test
+    normalization = None
+    if recipe.normalize != "none":
+        mean, std = _statistics(tr_x, recipe)
+        splits = {name: ((sx - mean) / std, sy) for name, (sx, sy) in splits.items()}
+        normalization = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    num_classes = int(y.max()) + 1 if task == "classification" else None
+    if task == "classification" and classes is not None:
+        num_classes = len(classes)
+    batches = {name: TensorBatches(sx.contiguous(), sy.contiguous(), recipe.batch_size, name == "train",
+                                   recipe.seed) for name, (sx, sy) in splits.items()}
+    return DataBundle(
+        train=batches["train"], val=batches["val"], test=batches.get("test"),
+        input_shape=tuple(x.shape[1:]), task=task,
+        num_outputs=num_classes if task == "classification" else (1 if y.ndim == 1 else y.shape[1]),
+        num_classes=num_classes, sizes={name: len(sx) for name, (sx, _) in splits.items()},
+        description=description, in_memory=True, normalization=normalization, classes=classes)
+
+
+def _statistics(x: torch.Tensor, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (images) or per-feature mean and std — of the training split only — shaped to broadcast."""
+    image = x.ndim == 4
+    if recipe.normalize == "auto":
+        dims = [0, 2, 3] if image else [0]
+        mean, std = x.mean(dim=dims), x.std(dim=dims)
+        std = torch.where(std > 1e-8, std, torch.ones_like(std))  # constant features stay as they are
+    else:
+        mean, std = torch.tensor(recipe.normalize.mean), torch.tensor(recipe.normalize.std)
+        expected = x.shape[1] if x.ndim in (2, 4) else None
+        if len(mean) != len(std) or (expected is not None and len(mean) not in (1, expected)):
+            raise RecipeError(f"normalize needs {expected} means and stds (one per channel/feature), "
+                              f"got {len(mean)} and {len(std)}", key="normalize", line=recipe.line("normalize"))
+        if len(mean) == 1:
+            return mean, std
+    shape = [1, -1, 1, 1] if image else [1, *x.shape[1:]]
+    return mean.reshape(shape), std.reshape(shape)
+
+
+def _from_dataframe(frame, recipe: Recipe, label: str) -> DataBundle:
+    line = recipe.line("target")
+    if recipe.target is None:
+        raise RecipeError(f"'{label}' is a DataFrame; say which column to predict with `target: COLUMN`",
+                          key="target")
+    if recipe.target not in frame.columns:
+        from nbopt.errors import unknown_name_message
+        raise RecipeError(unknown_name_message("column", recipe.target, [str(c) for c in frame.columns]),
+                          key="target", line=line)
+    import pandas as pd
+    features = pd.get_dummies(frame.drop(columns=[recipe.target]), dtype=np.float32)
+    y = frame[recipe.target].to_numpy()
+    description = f"{label}: DataFrame, {len(frame):,} rows, {features.shape[1]} feature columns → '{recipe.target}'"
+    return _from_arrays(features.to_numpy(np.float32), y, recipe, description)
+
+
+def _from_splits(parts: list, recipe: Recipe, label: str) -> DataBundle:
+    tensors = [part.tensors if isinstance(part, TensorDataset) and len(part.tensors) == 2 else None for part in parts]
+    if all(t is not None for t in tensors):
+        return _from_tensor_splits(tensors, recipe, f"{label}: TensorDatasets")
+    generator = torch.Generator().manual_seed(recipe.seed)
+    loaders = [part if isinstance(part, DataLoader) else
+               DataLoader(part, batch_size=recipe.batch_size, shuffle=(i == 0), generator=generator)
+               for i, part in enumerate(parts)]
+    return _from_loaders(loaders[0], loaders[1], loaders[2] if len(loaders) > 2 else None, recipe,
+                         f"{label}: {type(parts[0]).__name__}s")
+
+
+def _from_tensor_splits(tensors: list, recipe: Recipe, description: str) -> DataBundle:
+    (x, y), (vx, vy) = tensors[0], tensors[1]
+    task = recipe.task or detect_task(y)
+    splits = {"train": (x.float(), _targets(y, task, None)[0]), "val": (vx.float(), _targets(vy, task, None)[0])}
+    if len(tensors) > 2:
+        splits["test"] = (tensors[2][0].float(), _targets(tensors[2][1], task, None)[0])
+    normalization = None
+    if recipe.normalize != "none":
+        mean, std = _statistics(splits["train"][0], recipe)
+        splits = {name: ((sx - mean) / std, sy) for name, (sx, sy) in splits.items()}
+        normalization = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    y_all = torch.cat([splits["train"][1], splits["val"][1]])
+    num_classes = int(y_all.max()) + 1 if task == "classification" else None
+    batches = {name: TensorBatches(sx, sy, recipe.batch_size, name == "train", recipe.seed)
+               for name, (sx, sy) in splits.items()}
+    return DataBundle(batches["train"], batches["val"], batches.get("test"), tuple(x.shape[1:]), task,
+                      num_classes or (1 if y.ndim == 1 else y.shape[1]), num_classes,
+                      {name: len(sx) for name, (sx, _) in splits.items()}, description, True, normalization)
+
+
+def _from_datamodule(dm: pl.LightningDataModule, recipe: Recipe, label: str) -> DataBundle:
+    dm.prepare_data()
+    dm.setup("fit")
+    test = None
+    try:
+        dm.setup("test")
+        test = dm.test_dataloader()
+    except Exception:  # the default test_dataloader raises: this datamodule has no test split
+        test = None
+    return _from_loaders(dm.train_dataloader(), dm.val_dataloader(), test, recipe,
+                         f"{label}: {type(dm).__name__}", classes_hint=getattr(dm, "num_classes", None))
+
+
+def _from_loaders(train, val, test, recipe: Recipe, description: str, classes_hint: int | None = None
+                  ) -> DataBundle:
+    line = recipe.line("data")
+    try:
+        x, y = _first_batch(train)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"the training batches must be (inputs, targets) pairs: {exc}", key="data",
+                          line=line) from None
+    task = recipe.task or detect_task(y)
+    num_classes = None
+    if task == "classification":
+        num_classes = classes_hint or _count_classes(train, val)
+    notes = ["batches come from your DataLoaders: their batch size and workers apply"]
+    normalization = None
+    if recipe.normalize != "none":
+        mean, std = _loader_statistics(train, recipe)
+        normalization = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist(),
+                         "tensors": (mean, std)}
+    return DataBundle(train, val, test, tuple(x.shape[1:]), task,
+                      num_classes or (1 if y.ndim == 1 else y.shape[1]), num_classes,
+                      {"train": _size(train), "val": _size(val), **({"test": _size(test)} if test else {})},
+                      description, False, normalization, notes=notes)
+
+
+def _first_batch(loader):
+    batch = next(iter(loader))
+    x, y = batch[0], batch[1]
+    return torch.as_tensor(x), torch.as_tensor(y)
+
+
+def _count_classes(*loaders) -> int:
+    """Number of classes from a dataset's labels when it exposes them, else from scanning batches."""
+    for loader in loaders:
+        dataset = getattr(loader, "dataset", None)
+        targets = getattr(dataset, "targets", None)
+        if targets is not None:
+            return int(torch.as_tensor(targets).max()) + 1
+    top = 0
+    for loader in loaders:
+        for _, y in itertools.islice(loader, 200):
+            top = max(top, int(torch.as_tensor(y).max()))
+    return top + 1
+
+
+def _loader_statistics(loader, recipe: Recipe, max_batches: int = 50):
+    """Training-split statistics from up to `max_batches` batches (enough for a stable estimate)."""
+    sample = torch.cat([torch.as_tensor(b[0]).float() for b in itertools.islice(loader, max_batches)])
+    return _statistics(sample, recipe)
+
+
+def _size(loader) -> int:
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else len(loader)
+    except TypeError:
+        return 0

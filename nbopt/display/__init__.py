@@ -1,0 +1,1 @@
+"""Records first, drawing second: plots and tables are drawn from history DataFrames."""

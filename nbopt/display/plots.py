@@ -1,0 +1,68 @@
+"""Training curves drawn from a history table: loss, the metric, and the learning rate."""
+from __future__ import annotations
+
+import base64
+import io
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+
+def draw_history(histories: dict[str, pd.DataFrame], metric_key: str, title: str = "") -> Figure:
+    """One figure for one or more runs: train (dashed) and val loss, the val metric, the LR per epoch.
+
+    Built without pyplot, so it never shows up twice in a notebook and never leaks global state.
+    """
+    fig = Figure(figsize=(11, 3.2), layout="constrained")
+    loss_ax, metric_ax, lr_ax = fig.subplots(1, 3)
+    for i, (label, history) in enumerate(histories.items()):
+        color = f"C{i}"
+        if history.empty:
+            continue
+        epochs = history["epoch"]
+        prefix = f"{label} " if len(histories) > 1 else ""
+        if "train_loss" in history:
+            loss_ax.plot(epochs, history["train_loss"], "--", color=color, label=f"{prefix}train")
+        if "val_loss" in history:
+            loss_ax.plot(epochs, history["val_loss"], "-", color=color, label=f"{prefix}val")
+        if metric_key in history:
+            metric_ax.plot(epochs, history[metric_key], "-", marker=".", color=color, label=label)
+        if "lr" in history:
+            lr_ax.plot(epochs, history["lr"], "-", color=color, label=label)
+    loss_ax.set(title="loss", xlabel="epoch")
+    metric_ax.set(title=metric_key, xlabel="epoch")
+    lr_ax.set(title="learning rate", xlabel="epoch")
+    if any(not h.empty and (h["lr"] > 0).all() and h["lr"].max() / max(h["lr"].min(), 1e-30) > 50
+           for h in histories.values() if "lr" in h):
+        lr_ax.set_yscale("log")
+    for ax in (loss_ax, metric_ax, lr_ax):
+        ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize=8)
+    if len(histories) > 1:
+        metric_ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def figure_png(fig: Figure, dpi: int = 72) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def png_img_tag(png: bytes) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
+
+
+def register_figure_formatter() -> None:
+    """Let a notebook show a plain ``matplotlib.figure.Figure`` returned by ``run.plot()``."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    formatter = shell.display_formatter.formatters["image/png"]
+    formatter.for_type(Figure, figure_png)

@@ -1,0 +1,60 @@
+"""The one error type a user sees for a mistake in a recipe.
+
+It derives from IPython's ``UsageError`` so that a notebook shows it as a single line without a
+traceback; outside IPython it is an ordinary exception with the same one-line message.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from IPython.core.error import UsageError
+
+
+class RecipeError(UsageError, ValueError):
+    """A recipe (or magic option) that cannot work, found before any training starts."""
+
+    def __init__(self, message: str, *, key: str | None = None, line: int | None = None):
+        self.key = key
+        self.line = line
+        where = ""
+        if key is not None:
+            where = f"{key}" + (f" (line {line})" if line is not None else "") + ": "
+        super().__init__(where + message)
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The valid name a typo most likely meant, or None when nothing is close.
+
+    Fewest edits wins (a swap of two letters counts as one, so 'adma' means 'adam', not 'adamax');
+    difflib's similarity breaks ties and catches longer misspellings.
+    """
+    name = str(name).lower()
+    choices = list(choices)
+    scored = [(_edit_distance(name, c.lower()), -difflib.SequenceMatcher(None, name, c.lower()).ratio(), c)
+              for c in choices]
+    scored = [s for s in scored if s[0] <= max(1, len(name) // 3) or -s[1] >= 0.75]
+    return min(scored)[2] if scored else None
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions, adjacent swaps."""
+    prev2, prev = None, list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
+    """``unknown optimizer 'adma' — did you mean 'adam'?`` (or the list of valid names)."""
+    choices = sorted(choices)
+    guess = closest(name, choices)
+    if guess is not None:
+        return f"unknown {kind} '{name}' — did you mean '{guess}'?"
+    return f"unknown {kind} '{name}' — choose from: {', '.join(choices)}"

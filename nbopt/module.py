@@ -1,0 +1,126 @@
+"""The LightningModule that a recipe builds around a plain ``nn.Module``.
+
+Per-step work is kept to the forward pass, the loss and one tensor add: losses are summed on the
+device and read once per epoch, and nothing is logged per step, so the loop costs little more than
+a hand-written one.
+"""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+from torch import nn
+
+from nbopt.techniques.optimizers import build_optimizer
+from nbopt.techniques.schedulers import build_schedule
+
+
+def metric_name(task: str) -> str:
+    return "acc" if task == "classification" else "mae"
+
+
+def make_metric(task: str, num_classes: int | None) -> torchmetrics.Metric:
+    if task == "classification":
+        return torchmetrics.classification.MulticlassAccuracy(num_classes=max(num_classes or 2, 2), average="micro")
+    return torchmetrics.MeanAbsoluteError()
+
+
+def configure_from_recipe(module: pl.LightningModule, recipe, epochs: int):
+    """The recipe's optimizer and schedule for `module`'s parameters, in Lightning's format."""
+    optimizer = build_optimizer(recipe.optimizer, module.parameters())
+    if not recipe.scheduler:
+        return optimizer
+    schedule = build_schedule(recipe.scheduler, optimizer, epochs, int(module.trainer.estimated_stepping_batches))
+    config = {"scheduler": schedule.scheduler, "interval": schedule.interval}
+    if schedule.monitor:
+        config["monitor"] = schedule.monitor
+    return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+class RecipeModule(pl.LightningModule):
+    """Trains `net` with the recipe's loss, optimizer and schedule; reports val loss and metric."""
+
+    def __init__(self, net: nn.Module, loss_fn: nn.Module, recipe, task: str, num_classes: int | None,
+                 input_transform: tuple[torch.Tensor, torch.Tensor] | None = None):
+        super().__init__()
+        self.net = net
+        self.loss_fn = loss_fn
+        self.recipe = recipe
+        self.task = task
+        self.metric_key = f"val_{metric_name(task)}"
+        self.val_metric = make_metric(task, num_classes)
+        self.input_transform = input_transform  # (mean, std) applied to loader batches on the device
+        self._train_loss_sum: torch.Tensor | None = None
+        self._train_batches = 0
+        self._val_loss_sum: torch.Tensor | None = None
+        self._val_samples = 0
+
+    def forward(self, x):
+        return self.net(x)
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_transform is not None:
+            mean, std = self.input_transform
+            x = (x.float() - mean.to(x.device)) / std.to(x.device)
+        return x
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch[0], batch[1]
+        loss = self.loss_fn(self.net(self._inputs(x)), y)
+        detached = loss.detach()
+        self._train_loss_sum = detached if self._train_loss_sum is None else self._train_loss_sum + detached
+        self._train_batches += 1
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch[0], batch[1]
+        outputs = self.net(self._inputs(x))
+        loss = self.loss_fn(outputs, y).detach() * len(y)
+        self._val_loss_sum = loss if self._val_loss_sum is None else self._val_loss_sum + loss
+        self._val_samples += len(y)
+        self._update_metric(outputs, y)
+
+    def _update_metric(self, outputs, y):
+        if self.task == "classification":
+            self.val_metric.update(outputs.argmax(dim=1), y if y.ndim == 1 else y.argmax(dim=1))
+        else:
+            self.val_metric.update(outputs.reshape(y.shape), y)
+
+    def on_validation_epoch_end(self):
+        if not self._val_samples:
+            return
+        self.log("val_loss", self._val_loss_sum / self._val_samples, sync_dist=True)
+        self.log(self.metric_key, self.val_metric.compute(), sync_dist=True)
+        self.val_metric.reset()
+        self._val_loss_sum, self._val_samples = None, 0
+
+    def pop_train_loss(self) -> float | None:
+        """Mean training loss of the epoch so far, and start a new one."""
+        if not self._train_batches:
+            return None
+        value = float(self._train_loss_sum) / self._train_batches
+        self._train_loss_sum, self._train_batches = None, 0
+        return value
+
+    def configure_optimizers(self):
+        return configure_from_recipe(self, self.recipe, self.recipe.epochs)
+
+
+@torch.no_grad()
+def evaluate(module: RecipeModule, loader) -> dict[str, float]:
+    """Loss and metric of the module's current weights on a loader, outside any Trainer."""
+    was_training = module.training
+    module.eval()
+    metric = make_metric(module.task, getattr(module.val_metric, "num_classes", None)).to(module.device)
+    total, count = 0.0, 0
+    for batch in loader:
+        x, y = batch[0].to(module.device), batch[1].to(module.device)
+        outputs = module.net(module._inputs(x))
+        total += float(module.loss_fn(outputs, y)) * len(y)
+        count += len(y)
+        if module.task == "classification":
+            metric.update(outputs.argmax(dim=1), y)
+        else:
+            metric.update(outputs.reshape(y.shape), y)
+    module.train(was_training)
+    return {"loss": total / max(count, 1), metric_name(module.task): float(metric.compute())}

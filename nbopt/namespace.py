@@ -1,0 +1,57 @@
+"""Find what a recipe name refers to: a notebook variable, an import path, or a built-in."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from nbopt.components import Component, ComponentSyntaxError, parse_component
+from nbopt.errors import RecipeError, closest
+from nbopt.registry import Registry
+
+
+class Reference:
+    """What a `model:`/`data:` value points at: a user object (with call arguments) or a built-in."""
+
+    def __init__(self, obj: Any = None, builtin: Component | None = None, label: str = "",
+                 call_args: Component | None = None):
+        self.obj, self.builtin, self.label, self.call_args = obj, builtin, label, call_args
+
+
+def lookup(value: Any, key: str, registry: Registry, namespace: dict | None, line: int | None = None) -> Reference:
+    """Notebook variables win over built-ins of the same name, as they would in Python."""
+    if not isinstance(value, (str, dict)):
+        return Reference(obj=value, label=type(value).__name__)
+    if isinstance(value, str) and ":" in value and "(" not in value:
+        return Reference(obj=_import(value, key, line), label=value)
+    try:
+        component = parse_component(value)
+    except ComponentSyntaxError as exc:
+        raise RecipeError(str(exc), key=key, line=line) from None
+    namespace = namespace or {}
+    if component.name in namespace:
+        called = component if (component.args or component.kwargs or str(value).endswith(")")) else None
+        return Reference(obj=namespace[component.name], label=component.name, call_args=called)
+    if component.name in registry:
+        registry.resolve(component, key, line)  # validates the built-in's arguments now
+        return Reference(builtin=component, label=component.to_text())
+    user_names = [n for n in namespace if not n.startswith("_")]
+    guess = closest(component.name, registry.names() + user_names)
+    hint = f" — did you mean '{guess}'?" if guess else ""
+    raise RecipeError(f"'{component.name}' is neither a notebook variable nor a {registry.kind} "
+                      f"({', '.join(registry.names())}){hint}", key=key, line=line)
+
+
+def _import(path: str, key: str, line: int | None) -> Any:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RecipeError(f"cannot import '{module_name}' ({exc}); is the package installed or on sys.path?",
+                          key=key, line=line) from None
+    try:
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise RecipeError(f"'{module_name}' has no attribute '{attr}'", key=key, line=line) from None
+    return obj

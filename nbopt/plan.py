@@ -1,0 +1,156 @@
+"""``check``: everything a run needs, resolved and verified, without training.
+
+A ``Plan`` is the validated recipe plus the real model and data. Building it runs one batch through
+the model, so shape mistakes surface here as a one-line RecipeError instead of a traceback from
+inside Lightning, and ``--dry-run`` shows what will happen.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nbopt.components import Component
+from nbopt.data.builtin import DATASETS
+from nbopt.data.resolve import DataBundle, resolve_data
+from nbopt.errors import RecipeError
+from nbopt.models.builtin import MODELS
+from nbopt.models.resolve import ResolvedModel, build_model
+from nbopt.module import metric_name
+from nbopt.namespace import lookup
+from nbopt.recipe import Recipe, parse_recipe
+from nbopt.techniques.losses import build_loss, default_loss
+from nbopt.techniques.schedulers import monitor_is_higher_better
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    data: DataBundle
+    model: ResolvedModel
+    loss: Component
+
+    @property
+    def metric_key(self) -> str:
+        return f"val_{metric_name(self.data.task)}"
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.net.parameters())
+
+    def techniques(self) -> list[str]:
+        r = self.recipe
+        items = [f"loss {self.loss}", f"optimizer {r.optimizer}"]
+        if r.scheduler:
+            items.append("scheduler " + " → ".join(str(s) for s in r.scheduler))
+        if self.data.normalization:
+            items.append("normalize: mean/std of the training split" if r.normalize == "auto" else "normalize: given")
+        if r.early_stopping:
+            e = r.early_stopping
+            items.append(f"early stopping on {e.monitor} (patience {e.patience}), best weights restored")
+        else:
+            items.append("best weights (lowest val_loss) restored at the end")
+        if r.grad_clip:
+            items.append(f"gradient clipping at {r.grad_clip}")
+        if r.accumulate > 1:
+            items.append(f"gradient accumulation over {r.accumulate} batches")
+        if r.precision not in ("32-true", "32"):
+            items.append(f"precision {r.precision}")
+        return items
+
+    def rows(self) -> list[tuple[str, str]]:
+        d = self.data
+        sizes = ", ".join(f"{k} {v:,}" for k, v in d.sizes.items())
+        classes = f"{d.num_classes} classes" if d.task == "classification" else f"{d.num_outputs} target(s)"
+        return [
+            ("model", f"{self.model.label} · {self.parameters:,} parameters"),
+            ("data", d.description),
+            ("task", f"{d.task}, {classes}, metric {self.metric_key}"),
+            ("sample shape", str(list(d.input_shape))),
+            ("splits", sizes + f" (seed {self.recipe.seed})"),
+            ("training", f"{self.recipe.epochs} epochs × {d.steps_per_epoch} steps, batch size "
+                         f"{self.recipe.batch_size if d.in_memory else 'from your DataLoader'}"),
+            ("techniques", "; ".join(self.techniques())),
+        ] + [("note", n) for n in d.notes]
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in self.rows())
+        net = html.escape(str(self.model.net))
+        return (f"<div><b>nbopt plan</b> (nothing trained)<table>{rows}</table>"
+                f"<details><summary>model layers</summary><pre>{net}</pre></details></div>")
+
+    def __repr__(self) -> str:
+        width = max(len(k) for k, _ in self.rows())
+        return "nbopt plan (nothing trained)\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in self.rows())
+
+
+def default_namespace() -> dict:
+    """The notebook's variables when running inside IPython, else nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return {}
+    shell = get_ipython()
+    return shell.user_ns if shell is not None else {}
+
+
+def check(recipe: str | dict | Recipe, namespace: dict | None = None) -> Plan:
+    """Validate a recipe and resolve its model and data, without training."""
+    recipe = parse_recipe(recipe)
+    namespace = default_namespace() if namespace is None else namespace
+    data_ref = lookup(recipe.data, "data", DATASETS, namespace, recipe.line("data"))
+    model_ref = lookup(recipe.model, "model", MODELS, namespace, recipe.line("model"))
+    data = resolve_data(data_ref, recipe)
+    model = build_model(model_ref, data.input_shape, data.num_outputs, recipe.seed, recipe.line("model"))
+    loss = recipe.loss or Component(default_loss(data.task))
+    build_loss(loss, data.task, data.num_classes, "loss", recipe.line("loss"))
+    plan = Plan(recipe, data, model, loss)
+    _check_monitor(plan)
+    if not model.is_lightning:
+        _check_forward(plan)
+    return plan
+
+
+def _check_monitor(plan: Plan) -> None:
+    allowed = {"val_loss", plan.metric_key}
+    for key, monitor in (("early_stopping", plan.recipe.early_stopping and plan.recipe.early_stopping.monitor),):
+        if monitor and not plan.model.is_lightning and monitor not in allowed:
+            raise RecipeError(f"cannot monitor '{monitor}'; this run reports {', '.join(sorted(allowed))}",
+                              key=f"{key}.monitor", line=plan.recipe.line(f"{key}.monitor") or plan.recipe.line(key))
+
+
+def _check_forward(plan: Plan) -> None:
+    """One batch through the model: the cheapest way to catch a model that does not fit the data."""
+    x, _ = next(iter(plan.data.val))
+    x = torch.as_tensor(x)[:8].float()
+    net: nn.Module = plan.model.net
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(x)
+    except Exception as exc:  # any failure here is the model not fitting this data
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecipeError(f"the model cannot take this data's inputs of shape {list(x.shape)}: {first}",
+                          key="model", line=plan.recipe.line("model")) from None
+    finally:
+        net.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise RecipeError(f"the model returns {type(out).__name__}; it must return a tensor of outputs",
+                          key="model", line=plan.recipe.line("model"))
+    want = plan.data.num_outputs
+    got = out.shape[1] if out.ndim > 1 else 1
+    if plan.data.task == "classification" and (out.ndim != 2 or got != want):
+        raise RecipeError(f"the model outputs shape {list(out.shape[1:])} per sample but the data has {want} "
+                          f"classes; make its last layer output {want} values", key="model",
+                          line=plan.recipe.line("model"))
+    if plan.data.task == "regression" and out[0].numel() != want:
+        raise RecipeError(f"the model outputs {out[0].numel()} values per sample but there are {want} target(s)",
+                          key="model", line=plan.recipe.line("model"))
+
+
+def monitor_mode(monitor: str, mode: str | None) -> str:
+    return mode or ("max" if monitor_is_higher_better(monitor) else "min")

@@ -1,0 +1,182 @@
+"""The recipe: YAML text (or a dict) → a validated, typed ``Recipe``.
+
+Everything that can be checked without touching data or a model is checked here, so that a typo
+costs a second, not an epoch. Model and data names are resolved later, against the notebook.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from nbopt.components import Component, ComponentSyntaxError, join_split_calls, parse_component
+from nbopt.errors import RecipeError, closest
+from nbopt.techniques.losses import LOSSES
+from nbopt.techniques.optimizers import OPTIMIZERS
+from nbopt.techniques.schedulers import check_schedule
+from nbopt.yamltext import load_yaml
+
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true",
+              "transformer-engine")
+
+# Keys of the contract that later versions add; named here so the message is honest, not "unknown".
+_PLANNED_KEYS = {"augment", "batchnorm", "dropout", "activation", "lr_find", "prune", "distill", "quantize",
+                 "devices", "strategy"}
+_OTHER_MAGIC_KEYS = {"variants": "%%nbopt compare", "search": "%%nbopt sweep"}
+_COMPONENT_KEYS = ("optimizer", "loss")
+_OPTIMIZER_ARGUMENTS = {"lr", "learning_rate", "momentum", "weight_decay", "betas", "nesterov"}
+
+
+class EarlyStopping(BaseModel):
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
+    model_config = ConfigDict(extra="forbid")
+    monitor: str = "val_loss"
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    mode: Literal["min", "max"] | None = None
+
+
+class Normalize(BaseModel):
+    """Explicit per-channel (images) or per-feature (tables) mean and standard deviation."""
+    model_config = ConfigDict(extra="forbid")
+    mean: list[float]
+    std: list[float]
+
+
+class Recipe(BaseModel):
+    """A validated recipe. ``raw`` keeps what the user wrote, for export and for variants."""
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    model: Any
+    data: Any
+    name: str | None = None
+    target: str | None = None
+    task: Literal["classification", "regression"] | None = None
+    val_split: float = Field(0.2, gt=0, lt=1)
+    test_split: float = Field(0.0, ge=0, lt=1)
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(10, ge=1)
+    seed: int = 0
+    normalize: Literal["auto", "none"] | Normalize = "auto"
+    loss: Component | None = None
+    optimizer: Component = Component("adam")
+    scheduler: list[Component] = Field(default_factory=list)
+    early_stopping: EarlyStopping | None = None
+    grad_clip: float | None = Field(None, gt=0)
+    accumulate: int = Field(1, ge=1)
+    precision: str = "32-true"
+
+    _raw: dict = PrivateAttr(default_factory=dict)
+    _lines: dict = PrivateAttr(default_factory=dict)
+
+    @property
+    def raw(self) -> dict:
+        return dict(self._raw)
+
+    def line(self, key: str) -> int | None:
+        return self._lines.get(key)
+
+
+KNOWN_KEYS = tuple(Recipe.model_fields)
+
+
+def parse_recipe(source: str | dict | Recipe) -> Recipe:
+    """Validate a whole recipe, raising one RecipeError for the first mistake found."""
+    if isinstance(source, Recipe):
+        return source
+    if isinstance(source, str):
+        raw, lines = load_yaml(source)
+    elif isinstance(source, dict):
+        raw, lines = dict(source), {}
+    else:
+        raise RecipeError(f"a recipe is YAML text or a dict, got {type(source).__name__}")
+    _check_keys(raw, lines)
+    values = dict(raw)
+    for key in _COMPONENT_KEYS:
+        if values.get(key) is not None:
+            values[key] = _component(values[key], key, lines)
+    values["scheduler"] = _component_list(values.get("scheduler"), "scheduler", lines)
+    if values.get("early_stopping") is True:
+        values["early_stopping"] = {}
+    elif values.get("early_stopping") is False:
+        values["early_stopping"] = None
+    if values.get("precision") is not None:
+        values["precision"] = str(values["precision"])
+    try:
+        recipe = Recipe(**values)
+    except ValidationError as exc:
+        raise _as_recipe_error(exc, lines) from None
+    recipe._raw, recipe._lines = raw, lines
+    _check_components(recipe)
+    return recipe
+
+
+def _check_keys(raw: dict, lines: dict) -> None:
+    for key in raw:
+        if key in KNOWN_KEYS:
+            continue
+        line = lines.get(str(key))
+        if key in _OTHER_MAGIC_KEYS:
+            raise RecipeError(f"`{key}:` belongs in a {_OTHER_MAGIC_KEYS[key]} cell, not here", key=key, line=line)
+        if key in _PLANNED_KEYS:
+            raise RecipeError(f"`{key}` is part of nbopt's plan but not available in this version yet; "
+                              "remove it to train without it", key=key, line=line)
+        if key in _OPTIMIZER_ARGUMENTS:
+            raise RecipeError(f"`{key}` is an optimizer argument; write it there, e.g. "
+                              f"`optimizer: adam({'lr' if key == 'learning_rate' else key}={raw[key]!r})`",
+                              key=key, line=line)
+        guess = closest(str(key), list(KNOWN_KEYS) + sorted(_PLANNED_KEYS))
+        hint = f" — did you mean '{guess}'?" if guess else f"; valid keys: {', '.join(KNOWN_KEYS)}"
+        raise RecipeError(f"unknown recipe key '{key}'{hint}", key=str(key), line=line)
+    for required in ("model", "data"):
+        if raw.get(required) is None:
+            example = "mlp" if required == "model" else "digits"
+            raise RecipeError(f"the recipe needs `{required}:` (e.g. `{required}: {example}`)", key=required)
+
+
+def _component(value: Any, key: str, lines: dict) -> Component:
+    try:
+        return parse_component(value)
+    except ComponentSyntaxError as exc:
+        raise RecipeError(str(exc), key=key, line=lines.get(key)) from None
+
+
+def _component_list(value: Any, key: str, lines: dict) -> list[Component]:
+    if value is None or value == "none":
+        return []
+    items = join_split_calls(value) if isinstance(value, list) else [value]
+    return [_component(item, key, lines) for item in items]
+
+
+def _as_recipe_error(exc: ValidationError, lines: dict) -> RecipeError:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"] if not str(part).startswith(("literal[", "function-")))
+    top = str(error["loc"][0]) if error["loc"] else "recipe"
+    message = error["msg"]
+    if message.startswith("Input should be"):
+        message = "must be" + message[len("Input should be"):]
+    elif error["type"] == "extra_forbidden":
+        field = str(error["loc"][-1])
+        model = {"early_stopping": EarlyStopping, "normalize": Normalize}.get(top)
+        allowed = ", ".join(model.model_fields) if model else ""
+        message = f"unknown setting '{field}'" + (f"; allowed: {allowed}" if allowed else "")
+    else:
+        message = message[0].lower() + message[1:]
+    if error["type"] != "extra_forbidden" and "input" in error and not isinstance(error["input"], dict):
+        message += f", got {error['input']!r}"
+    return RecipeError(message, key=key or top, line=lines.get(key) or lines.get(top))
+
+
+def _check_components(recipe: Recipe) -> None:
+    OPTIMIZERS.resolve(recipe.optimizer, "optimizer", recipe.line("optimizer"))
+    if recipe.loss is not None:
+        LOSSES.resolve(recipe.loss, "loss", recipe.line("loss"))
+    if recipe.scheduler:
+        check_schedule(recipe.scheduler, recipe.epochs, recipe.line("scheduler"))
+    if recipe.precision not in PRECISIONS:
+        guess = closest(recipe.precision, PRECISIONS)
+        raise RecipeError(f"unknown precision '{recipe.precision}'" + (f" — did you mean '{guess}'?" if guess else
+                          f"; choose from {', '.join(PRECISIONS)}"), key="precision", line=recipe.line("precision"))
+    if recipe.test_split + recipe.val_split >= 0.9:
+        raise RecipeError(f"val_split + test_split = {recipe.val_split + recipe.test_split:.2f} leaves too little "
+                          "to train on; keep their sum below 0.9", key="val_split", line=recipe.line("val_split"))

@@ -1,0 +1,65 @@
+"""``Run``: what a training run leaves behind — the model with its best weights, the history, the
+metrics and where everything is saved."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from nbopt.display.plots import draw_history, register_figure_formatter
+from nbopt.display.summary import summary_html, summary_text
+
+
+class Run:
+    def __init__(self, *, name: str, folder: Path, recipe, model: nn.Module, history: pd.DataFrame, metrics: dict,
+                 status: str, metric_key: str, model_label: str, data_label: str, normalization: dict | None,
+                 note: str = ""):
+        self.name = name
+        self.folder = folder
+        self.recipe = recipe
+        self.model = model
+        self.history = history
+        self.metrics = metrics
+        self.status = status  # "finished", "stopped early" or "interrupted"
+        self.metric_key = metric_key
+        self.model_label = model_label
+        self.data_label = data_label
+        self.normalization = normalization
+        self.note = note
+
+    @property
+    def checkpoint(self) -> Path:
+        """The best weights: ``model.load_state_dict(torch.load(run.checkpoint, weights_only=True))``."""
+        return self.folder / "best.pt"
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == "interrupted"
+
+    def plot(self):
+        """The loss, metric and LR curves as a matplotlib Figure."""
+        register_figure_formatter()
+        return draw_history({self.name: self.history}, self.metric_key, f"run '{self.name}'")
+
+    @torch.no_grad()
+    def predict(self, x) -> torch.Tensor:
+        """Model outputs for raw inputs: the run's normalisation is applied first, as in training."""
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if self.normalization is not None:
+            mean = torch.tensor(self.normalization["mean"])
+            std = torch.tensor(self.normalization["std"])
+            shape = [1, -1, 1, 1] if x.ndim == 4 else [1, *x.shape[1:]]
+            if mean.numel() > 1:
+                mean, std = mean.reshape(shape), std.reshape(shape)
+            x = (x - mean) / std
+        self.model.eval()
+        device = next(self.model.parameters(), torch.empty(0)).device
+        return self.model(x.to(device))
+
+    def _repr_html_(self) -> str:
+        return summary_html(self)
+
+    def __repr__(self) -> str:
+        return summary_text(self)

@@ -1,0 +1,135 @@
+"""Run folders on disk: every run's recipe, history, best weights and status, written atomically.
+
+A folder per run under ``./nbopt-runs`` (or ``$NBOPT_RUNS_DIR``). Each file is written to a
+temporary name and renamed into place, so a kernel that dies mid-write leaves the previous
+complete file, never a truncated one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from nbopt.errors import RecipeError, closest
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("NBOPT_RUNS_DIR", "nbopt-runs"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_weights(state: dict, path: Path) -> None:
+    """A state_dict that ``torch.load(path, weights_only=True)`` reads back."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "run"
+
+
+class RunFolder:
+    """The files of one run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def create(cls, name: str | None) -> "RunFolder":
+        root = runs_root()
+        base = _slug(name) if name else time.strftime("run-%Y%m%d-%H%M%S")
+        candidate, n = base, 1
+        while (root / candidate).exists():
+            n += 1
+            candidate = f"{base}-{n}"
+        path = root / candidate
+        path.mkdir(parents=True)
+        return cls(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "best.pt"
+
+    def write_recipe(self, text: str) -> None:
+        atomic_write_text(self.path / "recipe.yaml", text)
+
+    def write_history(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path / "history.csv", out.getvalue())
+
+    def write_status(self, **status) -> None:
+        current = self.read_status()
+        current.update(status)
+        atomic_write_text(self.path / "run.json", json.dumps(current, indent=2, default=str))
+
+    def read_status(self) -> dict:
+        try:
+            return json.loads((self.path / "run.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+def list_runs() -> list[dict]:
+    """Every recorded run, newest first, with what a table of runs shows."""
+    root = runs_root()
+    if not root.is_dir():
+        return []
+    rows = []
+    for path in root.iterdir():
+        status = RunFolder(path).read_status()
+        if not status:
+            continue
+        rows.append({"name": path.name, "started": status.get("started", ""), "status": status.get("status", ""),
+                     "epochs": status.get("epochs_run"), "best": status.get("best"),
+                     "model": status.get("model", ""), "data": status.get("data", "")})
+    return sorted(rows, key=lambda r: r["started"], reverse=True)
+
+
+def find_run(name: str) -> RunFolder:
+    path = runs_root() / name
+    if (path / "run.json").exists():
+        return RunFolder(path)
+    names = [r["name"] for r in list_runs()]
+    guess = closest(name, names)
+    hint = f" — did you mean '{guess}'?" if guess else (f"; recorded runs: {', '.join(names[:10])}" if names else
+                                                        "; no runs are recorded in this folder yet")
+    raise RecipeError(f"no run named '{name}' in {root_label()}{hint}")
+
+
+def root_label() -> str:
+    return str(runs_root())

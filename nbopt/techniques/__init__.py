@@ -1,0 +1,1 @@
+"""One technique per module, each with the registry of names a recipe may use for it."""

@@ -1,0 +1,79 @@
+"""`loss:` — the training loss, adapted to the task so each works on a classifier's logits.
+
+For classification, mse/huber/l1 compare softmax probabilities with one-hot targets and bce treats
+each class as a yes/no output; nll takes log-softmax of the logits. For regression, the targets are
+compared with the outputs directly.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from nbopt.registry import Registry
+
+LOSSES = Registry("loss", "loss")
+CLASSIFICATION_ONLY = {"cross_entropy", "nll", "bce"}
+
+
+class TaskLoss(torch.nn.Module):
+    """A loss function applied to (outputs, targets) as the task requires."""
+
+    def __init__(self, name: str, fn, task: str, num_classes: int | None):
+        super().__init__()
+        self.name, self.fn, self.task, self.num_classes = name, fn, task, num_classes
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.task == "regression":
+            return self.fn(outputs.reshape(targets.shape), targets)
+        if self.name == "cross_entropy":  # takes class indices or (mixed) class probabilities
+            return self.fn(outputs, targets)
+        soft = targets if targets.dtype.is_floating_point else F.one_hot(targets, self.num_classes).to(outputs.dtype)
+        if self.name == "nll":
+            return self.fn(F.log_softmax(outputs, dim=1), soft)
+        if self.name == "bce":
+            return self.fn(outputs, soft)
+        return self.fn(F.softmax(outputs, dim=1), soft)
+
+
+@LOSSES.register("cross_entropy", "softmax cross-entropy (classification); label_smoothing softens the targets")
+def cross_entropy(label_smoothing: float = 0.0):
+    return lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
+
+
+@LOSSES.register("nll", "negative log-likelihood of log-softmax outputs (classification)")
+def nll():
+    return lambda log_probs, soft_targets: -(soft_targets * log_probs).sum(dim=1).mean()
+
+
+@LOSSES.register("bce", "binary cross-entropy per class on logits (classification, one-vs-rest)")
+def bce():
+    return F.binary_cross_entropy_with_logits
+
+
+@LOSSES.register("mse", "mean squared error (regression; for classification on softmax vs one-hot)")
+def mse():
+    return F.mse_loss
+
+
+@LOSSES.register("huber", "Huber loss: squared near zero, linear beyond delta; robust to outliers")
+def huber(delta: float = 1.0):
+    return lambda outputs, targets: F.huber_loss(outputs, targets, delta=delta)
+
+
+@LOSSES.register("l1", "mean absolute error")
+def l1():
+    return F.l1_loss
+
+
+def build_loss(component, task: str, num_classes: int | None, key="loss", line=None) -> TaskLoss:
+    from nbopt.errors import RecipeError
+
+    entry, kwargs = LOSSES.resolve(component, key, line)
+    if task == "regression" and entry.name in CLASSIFICATION_ONLY:
+        raise RecipeError(f"{entry.name} is a classification loss but the task is regression; "
+                          "use mse, huber or l1", key=key, line=line)
+    return TaskLoss(entry.name, entry.build(**kwargs), task, num_classes)
+
+
+def default_loss(task: str) -> str:
+    return "cross_entropy" if task == "classification" else "mse"

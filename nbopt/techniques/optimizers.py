@@ -1,0 +1,33 @@
+"""`optimizer:` — any ``torch.optim`` optimizer by its lower-case class name."""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from nbopt.registry import Registry, params_of
+
+OPTIMIZERS = Registry("optimizer", "optimizer")
+
+
+def _register_torch_optimizers() -> None:
+    for cls_name, cls in vars(torch.optim).items():
+        if inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer:
+            summary = (inspect.getdoc(cls) or cls_name).splitlines()[0].rstrip(".")
+            OPTIMIZERS.add(cls_name.lower(), cls, f"torch.optim.{cls_name}: {summary}",
+                           params_of(cls, skip=("params",)), positional=("lr",))
+
+
+_register_torch_optimizers()
+
+
+def build_optimizer(component, parameters, key="optimizer", line=None) -> torch.optim.Optimizer:
+    entry, kwargs = OPTIMIZERS.resolve(component, key, line)
+    return entry.build(parameters, **kwargs)
+
+
+def learning_rate(component) -> float:
+    """The LR an optimizer component will start from (its own default when not given)."""
+    entry, kwargs = OPTIMIZERS.resolve(component)
+    lr = kwargs.get("lr", entry.params.get("lr"))
+    return float(lr) if isinstance(lr, (int, float)) else 1e-3
