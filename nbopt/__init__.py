@@ -18,10 +18,20 @@ __version__ = "0.1.0"
 last = None  # the most recent Run made through the magics or train()
 
 
+def _one_line_errors() -> None:
+    from IPython import get_ipython
+
+    from nbopt.errors import show_recipe_errors_as_one_line
+    shell = get_ipython()
+    if shell is not None:
+        show_recipe_errors_as_one_line(shell)
+
+
 def train(recipe, namespace=None, **options):
-    """Train once from a recipe (YAML text or dict) and return the Run. See ``nbopt.train.train``."""
+    """Train once from a recipe (YAML text or dict) and return the Run. See ``nbopt.training.train``."""
     global last
-    from nbopt.train import train as _train
+    from nbopt.training import train as _train
+    _one_line_errors()
     last = _train(recipe, namespace, **options)
     return last
 
@@ -29,6 +39,7 @@ def train(recipe, namespace=None, **options):
 def check(recipe, namespace=None):
     """Validate a recipe and resolve model and data without training; returns the Plan."""
     from nbopt.plan import check as _check
+    _one_line_errors()
     return _check(recipe, namespace)
 
 
@@ -42,7 +53,9 @@ def __getattr__(name):
 def load_ipython_extension(ipython):
     from nbopt.magics import NboptMagics
     from nbopt.display.plots import register_figure_formatter
+    from nbopt.errors import show_recipe_errors_as_one_line
     ipython.register_magics(NboptMagics)
+    show_recipe_errors_as_one_line(ipython)
     register_figure_formatter()
 
 

@@ -58,3 +58,22 @@ def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
     if guess is not None:
         return f"unknown {kind} '{name}' — did you mean '{guess}'?"
     return f"unknown {kind} '{name}' — choose from: {', '.join(choices)}"
+
+
+def show_recipe_errors_as_one_line(shell) -> None:
+    """Make IPython show a RecipeError as one line, like the UsageError it derives from.
+
+    IPython shortens only exact ``UsageError`` instances; subclasses would print a full traceback.
+    A handler a user installed before keeps handling its own exception types.
+    """
+    if RecipeError in shell.custom_exceptions:
+        return
+    previous_types, previous = shell.custom_exceptions, shell.CustomTB
+
+    def handler(self, etype, value, tb, tb_offset=None):
+        if issubclass(etype, RecipeError):
+            self._showtraceback(etype, value, [f"RecipeError: {value}"])
+            return None
+        return previous(etype, value, tb, tb_offset=tb_offset)
+
+    shell.set_custom_exc((RecipeError, *previous_types), handler)

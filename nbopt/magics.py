@@ -1,0 +1,106 @@
+"""The ``%nbopt`` / ``%%nbopt`` magics: parse the line, hand the cell to the plain API.
+
+No logic lives here that the Python API (``nbopt.train``, ``nbopt.check``) and the command line lack.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+import nbopt
+from nbopt.helptext import SUBCOMMANDS, help_html, help_text
+
+
+@magic_arguments()
+@argument("--name", help="name of the run and of its folder under nbopt-runs/")
+@argument("--out", default="run", help="variable that receives the Run (default: run)")
+@argument("--dry-run", action="store_true", help="validate and show the plan without training")
+def _train_args(line):
+    """%%nbopt train: train once from the recipe in the cell."""
+
+
+@magic_arguments()
+@argument("name", help="the run's name, as listed by %%nbopt runs")
+@argument("--to", help="file to write (default: NAME.yaml)")
+def _export_args(line):
+    """%nbopt export: write a run's recipe to a YAML file that `nbopt run` accepts."""
+
+
+@magic_arguments()
+@argument("key", nargs="?", help="a recipe key, e.g. optimizer")
+def _help_args(line):
+    """%nbopt help: list sub-commands and recipe keys, or what one key accepts."""
+
+
+_PLANNED = {"compare": "%%nbopt compare", "sweep": "%%nbopt sweep", "panel": "%nbopt panel"}
+
+
+def _show(text: str, html: str) -> None:
+    display({"text/plain": text, "text/html": html}, raw=True)
+
+
+@magics_class
+class NboptMagics(Magics):
+    @line_cell_magic
+    def nbopt(self, line: str, cell: str | None = None):
+        command, _, rest = line.strip().partition(" ")
+        if cell is not None:
+            if command == "train":
+                return self._train(rest, cell)
+            if command in _PLANNED:
+                raise UsageError(f"{_PLANNED[command]} is not available in this version of nbopt yet")
+            raise UsageError(f"unknown cell command '{command}'; use `%%nbopt train` (see `%nbopt help`)")
+        if command in ("", "help"):
+            args = parse_argstring(_help_args, rest)
+            return _show(help_text(args.key), help_html(args.key))
+        if command == "runs":
+            return self._runs()
+        if command == "export":
+            return self._export(rest)
+        if command == "train":
+            raise UsageError("%%nbopt train is a cell magic: write the recipe in the lines below `%%nbopt train`")
+        if command in _PLANNED:
+            raise UsageError(f"{_PLANNED[command]} is not available in this version of nbopt yet")
+        raise UsageError(f"unknown command '{command}'; see `%nbopt help`")
+
+    def _train(self, rest: str, cell: str):
+        args = parse_argstring(_train_args, rest)
+        if not args.out.isidentifier():
+            raise UsageError(f"--out must be a Python variable name, got '{args.out}'")
+        namespace = self.shell.user_ns
+        if args.dry_run:
+            display(nbopt.check(cell, namespace))
+            return None
+        run = nbopt.train(cell, namespace, name=args.name)
+        namespace[args.out] = run
+        return None
+
+    def _runs(self):
+        import pandas as pd
+
+        from nbopt.store import list_runs, root_label
+        rows = list_runs()
+        if not rows:
+            print(f"No runs recorded in {root_label()} yet.")
+            return None
+        display(pd.DataFrame(rows).set_index("name"))
+        return None
+
+    def _export(self, rest: str):
+        from nbopt.store import find_run
+        args = parse_argstring(_export_args, rest)
+        folder = find_run(args.name)
+        target = Path(args.to or f"{folder.name}.yaml")
+        shutil.copyfile(folder.path / "recipe.yaml", target)
+        print(f"Wrote {target}; run it from a shell with: nbopt run {target}")
+        return None
+
+
+NboptMagics.nbopt.__doc__ = "nbopt: optimise a model from a recipe.\n\n" + "\n".join(
+    f"  {usage}\n      {what}" for usage, what in SUBCOMMANDS.items()) + "\n\n" + "\n\n".join(
+    f.__doc__ for f in (_train_args, _export_args, _help_args))
