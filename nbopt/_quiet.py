@@ -11,7 +11,7 @@ _MESSAGES = (
     ".*The number of training batches.*is smaller than the logging interval.*",
     ".*GPU available but not used.*",
     ".*`training_step` returned `None`.*",
-    ".*isinstance(treespec, LeafSpec).*",
+    r".*isinstance\(treespec, LeafSpec\).*",
     ".*Total length of `.*` across ranks is zero.*",
     ".*is an invalid value for `.*` and has been ignored.*",
     ".*LightningModule.*has parameters that were not used.*",

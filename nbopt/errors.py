@@ -29,12 +29,13 @@ def closest(name: str, choices: Iterable[str]) -> str | None:
     Fewest edits wins (a swap of two letters counts as one, so 'adma' means 'adam', not 'adamax');
     difflib's similarity breaks ties and catches longer misspellings.
     """
-    name = str(name).lower()
+    typed = str(name)
+    name = typed.lower()
     choices = list(choices)
-    scored = [(_edit_distance(name, c.lower()), -difflib.SequenceMatcher(None, name, c.lower()).ratio(), c)
-              for c in choices]
+    scored = [(_edit_distance(name, c.lower()), -difflib.SequenceMatcher(None, name, c.lower()).ratio(),
+               _edit_distance(typed, c), c) for c in choices]
     scored = [s for s in scored if s[0] <= max(1, len(name) // 3) or -s[1] >= 0.75]
-    return min(scored)[2] if scored else None
+    return min(scored)[3] if scored else None
 
 
 def _edit_distance(a: str, b: str) -> int:

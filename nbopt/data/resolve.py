@@ -79,9 +79,16 @@ def _is_dataframe(obj) -> bool:
     return type(obj).__name__ == "DataFrame" and hasattr(obj, "columns")
 
 
+def _writable(values):
+    """A copy of a read-only NumPy array (pandas' copy-on-write hands those out); torch needs writable."""
+    if isinstance(values, np.ndarray) and not values.flags.writeable:
+        return values.copy()
+    return values
+
+
 def _tensor(values, dtype=None) -> torch.Tensor:
     if hasattr(values, "to_numpy"):
-        values = values.to_numpy()
+        values = _writable(values.to_numpy())
     if isinstance(values, np.ndarray) and values.dtype.kind in "OUS":
         return values  # labels as strings: encoded by _targets
     tensor = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values)
@@ -132,7 +139,8 @@ def _from_arrays(x, y, recipe: Recipe, description: str, test=None) -> DataBundl
     line = recipe.line("data")
     if isinstance(x, np.ndarray) and x.dtype.kind in "OUS":
         raise RecipeError("the inputs contain text; convert them to numbers first", key="data", line=line)
-    x = torch.as_tensor(x).float()
+    x = torch.as_tensor(_writable(x)).float()
+    y = _writable(y)
     task = recipe.task or detect_task(y)
     y, classes = _targets(y, task, recipe.line("task"))
     if len(x) != len(y):
