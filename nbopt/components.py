@@ -90,26 +90,3 @@ def _literal(node: ast.AST, text: str) -> Any:
     except ValueError:
         raise ComponentSyntaxError(f"cannot read the argument {ast.unparse(node)!r} in {text!r}; use numbers, "
                                    "strings, true/false and [lists]") from None
-
-
-def join_split_calls(items: list) -> list:
-    """Rejoin call forms that a YAML flow list split at their commas.
-
-    In ``augment: [hflip, scale(0.8, 1.2)]`` YAML sees the items ``scale(0.8`` and ``1.2)``.
-    """
-    joined: list = []
-    pending: list[str] = []
-    for item in items:
-        if pending:
-            pending.append(str(item))
-            text = ", ".join(pending)
-            if text.count("(") <= text.count(")"):
-                joined.append(text)
-                pending = []
-        elif isinstance(item, str) and item.count("(") > item.count(")"):
-            pending = [item]
-        else:
-            joined.append(item)
-    if pending:
-        joined.append(", ".join(pending))
-    return joined

@@ -27,6 +27,12 @@ KEYS = {
     "scheduler": ("an LR schedule, or a list run in sequence", "[warmup(epochs=2), cosine]"),
     "early_stopping": ("stop when `monitor` stops improving; the best weights are restored",
                        "{monitor: val_loss, patience: 5}"),
+    "augment": ("random transforms of training batches only (image transforms need image data)",
+                "[hflip, rotate(15), crop(pad=2), mixup(0.2)]"),
+    "batchnorm": ("insert BatchNorm after every Linear/Conv but the output layer, before its activation", "true"),
+    "dropout": ("insert Dropout with this rate after every hidden activation", "0.2"),
+    "activation": ("replace every activation module of the model", "gelu"),
+    "lr_find": ("run an LR range test first, plot it, and train with the suggested LR", "true"),
     "grad_clip": ("clip the gradient norm to this value", "1.0"),
     "accumulate": ("accumulate gradients over this many batches per optimizer step", "4"),
     "precision": ("numeric precision, as Lightning names it (32-true, bf16-mixed, 16-mixed, ...)", "bf16-mixed"),
@@ -34,6 +40,7 @@ KEYS = {
 
 SUBCOMMANDS = {
     "%%nbopt train [--name NAME] [--out VAR] [--dry-run]": "train once from the recipe in the cell",
+    "%%nbopt compare [--repeats N] [--out VAR]": "train the recipe's `variants:` side by side",
     "%nbopt runs": "table of the runs recorded in nbopt-runs/",
     "%nbopt export NAME [--to FILE]": "write a run's recipe to a YAML file for `nbopt run`",
     "%nbopt help [KEY]": "this help, or what KEY accepts",
@@ -44,11 +51,13 @@ def registries() -> dict:
     from nbopt.data.builtin import DATASETS
     from nbopt.models.builtin import MODELS
     from nbopt.techniques.activations import ACTIVATIONS
+    from nbopt.techniques.augment import AUGMENTATIONS
     from nbopt.techniques.losses import LOSSES
     from nbopt.techniques.optimizers import OPTIMIZERS
     from nbopt.techniques.schedulers import SCHEDULERS
     return {"model": MODELS, "data": DATASETS, "loss": LOSSES, "optimizer": OPTIMIZERS,
-            "scheduler": SCHEDULERS, "activation": ACTIVATIONS}
+            "scheduler": SCHEDULERS, "activation": ACTIVATIONS,
+            "augment": AUGMENTATIONS}
 
 
 def help_table(key: str | None = None) -> tuple[str, list[tuple[str, str]]]:

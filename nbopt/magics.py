@@ -25,6 +25,13 @@ def _train_args(line):
 
 
 @magic_arguments()
+@argument("--repeats", type=int, default=1, help="train every variant with this many seeds; report mean ± std")
+@argument("--out", default="comparison", help="variable that receives the Comparison (default: comparison)")
+def _compare_args(line):
+    """%%nbopt compare: train the recipe's `variants:` side by side on the same split, seed and weights."""
+
+
+@magic_arguments()
 @argument("name", help="the run's name, as listed by %%nbopt runs")
 @argument("--to", help="file to write (default: NAME.yaml)")
 def _export_args(line):
@@ -37,7 +44,7 @@ def _help_args(line):
     """%nbopt help: list sub-commands and recipe keys, or what one key accepts."""
 
 
-_PLANNED = {"compare": "%%nbopt compare", "sweep": "%%nbopt sweep", "panel": "%nbopt panel"}
+_PLANNED = {"sweep": "%%nbopt sweep", "panel": "%nbopt panel"}
 
 
 def _show(text: str, html: str) -> None:
@@ -52,6 +59,8 @@ class NboptMagics(Magics):
         if cell is not None:
             if command == "train":
                 return self._train(rest, cell)
+            if command == "compare":
+                return self._compare(rest, cell)
             if command in _PLANNED:
                 raise UsageError(f"{_PLANNED[command]} is not available in this version of nbopt yet")
             raise UsageError(f"unknown cell command '{command}'; use `%%nbopt train` (see `%nbopt help`)")
@@ -80,6 +89,14 @@ class NboptMagics(Magics):
         namespace[args.out] = run
         return None
 
+    def _compare(self, rest: str, cell: str):
+        from nbopt.compare import compare
+        args = parse_argstring(_compare_args, rest)
+        if not args.out.isidentifier():
+            raise UsageError(f"--out must be a Python variable name, got '{args.out}'")
+        self.shell.user_ns[args.out] = compare(cell, self.shell.user_ns, repeats=args.repeats)
+        return None
+
     def _runs(self):
         import pandas as pd
 
@@ -103,4 +120,4 @@ class NboptMagics(Magics):
 
 NboptMagics.nbopt.__doc__ = "nbopt: optimise a model from a recipe.\n\n" + "\n".join(
     f"  {usage}\n      {what}" for usage, what in SUBCOMMANDS.items()) + "\n\n" + "\n\n".join(
-    f.__doc__ for f in (_train_args, _export_args, _help_args))
+    f.__doc__ for f in (_train_args, _compare_args, _export_args, _help_args))

@@ -11,7 +11,8 @@ import torch
 import torchmetrics
 from torch import nn
 
-from nbopt.techniques.optimizers import build_optimizer
+from nbopt.components import Component
+from nbopt.techniques.optimizers import OPTIMIZERS, build_optimizer
 from nbopt.techniques.schedulers import build_schedule
 
 
@@ -25,9 +26,15 @@ def make_metric(task: str, num_classes: int | None) -> torchmetrics.Metric:
     return torchmetrics.MeanAbsoluteError()
 
 
-def configure_from_recipe(module: pl.LightningModule, recipe, epochs: int):
-    """The recipe's optimizer and schedule for `module`'s parameters, in Lightning's format."""
-    optimizer = build_optimizer(recipe.optimizer, module.parameters())
+def configure_from_recipe(module: pl.LightningModule, recipe, epochs: int, lr: float | None = None):
+    """The recipe's optimizer and schedule for `module`'s parameters, in Lightning's format.
+
+    `lr` (from an LR range test) replaces the optimizer's own learning rate.
+    """
+    component = recipe.optimizer
+    if lr is not None:
+        component = Component(component.name, (), {**OPTIMIZERS.resolve(component)[1], "lr": lr})
+    optimizer = build_optimizer(component, module.parameters())
     if not recipe.scheduler:
         return optimizer
     schedule = build_schedule(recipe.scheduler, optimizer, epochs, int(module.trainer.estimated_stepping_batches))
@@ -41,9 +48,12 @@ class RecipeModule(pl.LightningModule):
     """Trains `net` with the recipe's loss, optimizer and schedule; reports val loss and metric."""
 
     def __init__(self, net: nn.Module, loss_fn: nn.Module, recipe, task: str, num_classes: int | None,
-                 input_transform: tuple[torch.Tensor, torch.Tensor] | None = None):
+                 input_transform: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 augmenter: nn.Module | None = None):
         super().__init__()
         self.net = net
+        self.augmenter = augmenter  # training batches only
+        self.lr_override: float | None = None
         self.loss_fn = loss_fn
         self.recipe = recipe
         self.task = task
@@ -65,8 +75,10 @@ class RecipeModule(pl.LightningModule):
         return x
 
     def training_step(self, batch, batch_idx):
-        x, y = batch[0], batch[1]
-        loss = self.loss_fn(self.net(self._inputs(x)), y)
+        x, y = self._inputs(batch[0]), batch[1]
+        if self.augmenter is not None:
+            x, y = self.augmenter(x, y)
+        loss = self.loss_fn(self.net(x), y)
         detached = loss.detach()
         self._train_loss_sum = detached if self._train_loss_sum is None else self._train_loss_sum + detached
         self._train_batches += 1
@@ -103,7 +115,7 @@ class RecipeModule(pl.LightningModule):
         return value
 
     def configure_optimizers(self):
-        return configure_from_recipe(self, self.recipe, self.recipe.epochs)
+        return configure_from_recipe(self, self.recipe, self.recipe.epochs, self.lr_override)
 
 
 @torch.no_grad()

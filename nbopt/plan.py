@@ -21,8 +21,10 @@ from nbopt.models.resolve import ResolvedModel, build_model
 from nbopt.module import metric_name
 from nbopt.namespace import lookup
 from nbopt.recipe import Recipe, parse_recipe
+from nbopt.techniques.augment import MIXING, check_augment
 from nbopt.techniques.losses import build_loss, default_loss
 from nbopt.techniques.schedulers import monitor_is_higher_better
+from nbopt.techniques.surgery import apply_surgery
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Plan:
     data: DataBundle
     model: ResolvedModel
     loss: Component
+    surgery: list[str]
 
     @property
     def metric_key(self) -> str:
@@ -45,6 +48,11 @@ class Plan:
         items = [f"loss {self.loss}", f"optimizer {r.optimizer}"]
         if r.scheduler:
             items.append("scheduler " + " → ".join(str(s) for s in r.scheduler))
+        items += self.surgery
+        if r.augment:
+            items.append("augment training batches: " + ", ".join(str(a) for a in r.augment))
+        if r.lr_find:
+            items.append("LR range test first; trains with the suggested LR")
         if self.data.normalization:
             items.append("normalize: mean/std of the training split" if r.normalize == "auto" else "normalize: given")
         if r.early_stopping:
@@ -107,7 +115,13 @@ def check(recipe: str | dict | Recipe, namespace: dict | None = None) -> Plan:
     model = build_model(model_ref, data.input_shape, data.num_outputs, recipe.seed, recipe.line("model"))
     loss = recipe.loss or Component(default_loss(data.task))
     build_loss(loss, data.task, data.num_classes, "loss", recipe.line("loss"))
-    plan = Plan(recipe, data, model, loss)
+    check_augment(recipe.augment, data.input_shape, data.task, recipe.line("augment"))
+    if model.is_lightning and any(a.name in MIXING for a in recipe.augment):
+        raise RecipeError("mixup/cutmix change the targets into class probabilities, which your own "
+                          "LightningModule's training_step does not expect; use image transforms only",
+                          key="augment", line=recipe.line("augment"))
+    surgery = apply_surgery(model.net, recipe)
+    plan = Plan(recipe, data, model, loss, surgery)
     _check_monitor(plan)
     if not model.is_lightning:
         _check_forward(plan)

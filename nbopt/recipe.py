@@ -9,8 +9,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from nbopt.components import Component, ComponentSyntaxError, join_split_calls, parse_component
+from nbopt.components import Component, ComponentSyntaxError, parse_component
 from nbopt.errors import RecipeError, closest
+from nbopt.techniques.activations import ACTIVATIONS
+from nbopt.techniques.augment import AUGMENTATIONS
 from nbopt.techniques.losses import LOSSES
 from nbopt.techniques.optimizers import OPTIMIZERS
 from nbopt.techniques.schedulers import check_schedule
@@ -20,10 +22,9 @@ PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-
               "transformer-engine")
 
 # Keys of the contract that later versions add; named here so the message is honest, not "unknown".
-_PLANNED_KEYS = {"augment", "batchnorm", "dropout", "activation", "lr_find", "prune", "distill", "quantize",
-                 "devices", "strategy"}
+_PLANNED_KEYS = {"prune", "distill", "quantize", "devices", "strategy"}
 _OTHER_MAGIC_KEYS = {"variants": "%%nbopt compare", "search": "%%nbopt sweep"}
-_COMPONENT_KEYS = ("optimizer", "loss")
+_COMPONENT_KEYS = ("optimizer", "loss", "activation")
 _OPTIMIZER_ARGUMENTS = {"lr", "learning_rate", "momentum", "weight_decay", "betas", "nesterov"}
 
 
@@ -62,6 +63,11 @@ class Recipe(BaseModel):
     optimizer: Component = Component("adam")
     scheduler: list[Component] = Field(default_factory=list)
     early_stopping: EarlyStopping | None = None
+    augment: list[Component] = Field(default_factory=list)
+    batchnorm: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1)
+    activation: Component | None = None
+    lr_find: bool = False
     grad_clip: float | None = Field(None, gt=0)
     accumulate: int = Field(1, ge=1)
     precision: str = "32-true"
@@ -80,14 +86,17 @@ class Recipe(BaseModel):
 KNOWN_KEYS = tuple(Recipe.model_fields)
 
 
-def parse_recipe(source: str | dict | Recipe) -> Recipe:
-    """Validate a whole recipe, raising one RecipeError for the first mistake found."""
+def parse_recipe(source: str | dict | Recipe, lines: dict[str, int] | None = None) -> Recipe:
+    """Validate a whole recipe, raising one RecipeError for the first mistake found.
+
+    `lines` maps keys to line numbers for a dict that came from text (compare's variants do).
+    """
     if isinstance(source, Recipe):
         return source
     if isinstance(source, str):
         raw, lines = load_yaml(source)
     elif isinstance(source, dict):
-        raw, lines = dict(source), {}
+        raw, lines = dict(source), dict(lines or {})
     else:
         raise RecipeError(f"a recipe is YAML text or a dict, got {type(source).__name__}")
     _check_keys(raw, lines)
@@ -96,6 +105,7 @@ def parse_recipe(source: str | dict | Recipe) -> Recipe:
         if values.get(key) is not None:
             values[key] = _component(values[key], key, lines)
     values["scheduler"] = _component_list(values.get("scheduler"), "scheduler", lines)
+    values["augment"] = _component_list(values.get("augment"), "augment", lines)
     if values.get("early_stopping") is True:
         values["early_stopping"] = {}
     elif values.get("early_stopping") is False:
@@ -144,7 +154,7 @@ def _component(value: Any, key: str, lines: dict) -> Component:
 def _component_list(value: Any, key: str, lines: dict) -> list[Component]:
     if value is None or value == "none":
         return []
-    items = join_split_calls(value) if isinstance(value, list) else [value]
+    items = value if isinstance(value, list) else [value]
     return [_component(item, key, lines) for item in items]
 
 
@@ -171,6 +181,10 @@ def _check_components(recipe: Recipe) -> None:
     OPTIMIZERS.resolve(recipe.optimizer, "optimizer", recipe.line("optimizer"))
     if recipe.loss is not None:
         LOSSES.resolve(recipe.loss, "loss", recipe.line("loss"))
+    if recipe.activation is not None:
+        ACTIVATIONS.resolve(recipe.activation, "activation", recipe.line("activation"))
+    for component in recipe.augment:
+        AUGMENTATIONS.resolve(component, "augment", recipe.line("augment"))
     if recipe.scheduler:
         check_schedule(recipe.scheduler, recipe.epochs, recipe.line("scheduler"))
     if recipe.precision not in PRECISIONS:

@@ -22,13 +22,16 @@ from nbopt.callbacks.best_weights import BestWeights
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener, Recorder
 from nbopt.data.loaders import TensorBatches
-from nbopt.display.live import LiveOutput
+from nbopt.display.live import LiveOutput, in_notebook
+from nbopt.display.plots import draw_lr_find
 from nbopt.module import RecipeModule, configure_from_recipe, evaluate, metric_name
 from nbopt.plan import Plan, check, monitor_mode
 from nbopt.recipe import Recipe
 from nbopt.run import Run
 from nbopt.store import RunFolder, atomic_write_text
+from nbopt.techniques.augment import build_augmenter
 from nbopt.techniques.losses import build_loss
+from nbopt.techniques.lr_find import find_lr
 from nbopt.yamltext import dump_yaml
 
 
@@ -60,7 +63,9 @@ def train(recipe: str | dict | Recipe, namespace: dict | None = None, *, name: s
     return execute(check(recipe, namespace), name=name, live=live, stop=stop)
 
 
-def execute(plan: Plan, *, name: str | None = None, live: bool = True, stop: InterruptGuard | None = None) -> Run:
+def execute(plan: Plan, *, name: str | None = None, live: bool = True, stop: InterruptGuard | None = None,
+            listeners: list[Listener] = ()) -> Run:
+    """Train a checked plan. `listeners` hear every step and epoch (compare's shared live figure)."""
     tune_allocator()
     recipe, data = plan.recipe, plan.data
     folder = RunFolder.create(name or recipe.name)
@@ -76,8 +81,8 @@ def execute(plan: Plan, *, name: str | None = None, live: bool = True, stop: Int
     best = BestWeights(target, monitor, mode, folder.weights)
     guard = stop or InterruptGuard()
     live_output = LiveOutput(folder.name, recipe.epochs, plan.metric_key) if live else None
-    listeners = [_HistoryWriter(folder)] + ([live_output] if live_output else [])
-    recorder = Recorder(plan.metric_key, listeners)
+    recorder = Recorder(plan.metric_key, [_HistoryWriter(folder), *([live_output] if live_output else []),
+                                          *listeners])
     callbacks = [recorder, best, guard]
     if es:
         callbacks.append(EarlyStopping(monitor=monitor, patience=es.patience, min_delta=es.min_delta, mode=mode,
@@ -87,6 +92,7 @@ def execute(plan: Plan, *, name: str | None = None, live: bool = True, stop: Int
 
     with quiet_lightning():
         pl.seed_everything(recipe.seed, verbose=False)
+        lr_found = _run_lr_find(plan, module, folder, live) if recipe.lr_find else None
         trainer = pl.Trainer(
             max_epochs=recipe.epochs, accelerator="auto", devices=1, precision=recipe.precision,
             gradient_clip_val=recipe.grad_clip, accumulate_grad_batches=recipe.accumulate,
@@ -115,6 +121,8 @@ def execute(plan: Plan, *, name: str | None = None, live: bool = True, stop: Int
     else:
         status = "finished"
     history = pd.DataFrame(recorder.rows)
+    if lr_found is not None:
+        scores["lr_found"] = lr_found
     metrics = {**scores, "best_epoch": best.best_epoch, "epochs_run": len(recorder.rows), "seconds": seconds,
                "parameters": plan.parameters, f"best_{monitor}": best.best_value if best.best_epoch else math.nan}
     note = ""
@@ -144,16 +152,49 @@ def _lightning_module(plan: Plan):
     """Our RecipeModule around a plain model; a user's LightningModule as it is, with the recipe's optimizer."""
     recipe, data = plan.recipe, plan.data
     transform = None if data.in_memory or not data.normalization else data.normalization["tensors"]
+    augmenter = build_augmenter(recipe.augment, data.input_shape, data.task, data.num_classes)
     if not plan.model.is_lightning:
         loss_fn = build_loss(plan.loss, data.task, data.num_classes)
-        module = RecipeModule(plan.model.net, loss_fn, recipe, data.task, data.num_classes, transform)
+        module = RecipeModule(plan.model.net, loss_fn, recipe, data.task, data.num_classes, transform, augmenter)
         return module, plan.model.net
     module = plan.model.net
-    wants_recipe_optimizer = any(k in recipe.raw for k in ("optimizer", "scheduler"))
+    module.lr_override = None
+    wants_recipe_optimizer = any(k in recipe.raw for k in ("optimizer", "scheduler", "lr_find"))
     if wants_recipe_optimizer or not is_overridden("configure_optimizers", module, pl.LightningModule):
         module.configure_optimizers = types.MethodType(
-            lambda self: configure_from_recipe(self, recipe, recipe.epochs), module)
+            lambda self: configure_from_recipe(self, recipe, recipe.epochs, self.lr_override), module)
+    if augmenter is not None:
+        _augment_training_batches(module, augmenter)
     return module, module
+
+
+def _augment_training_batches(module: pl.LightningModule, augmenter) -> None:
+    """A user's own training_step stays as it is; its training batches arrive augmented."""
+    original = module.on_after_batch_transfer
+
+    def on_after_batch_transfer(batch, dataloader_idx):
+        batch = original(batch, dataloader_idx)
+        if module.trainer.training:
+            x, y = augmenter(batch[0], batch[1])
+            batch = (x, y, *batch[2:])
+        return batch
+
+    module.on_after_batch_transfer = on_after_batch_transfer
+
+
+def _run_lr_find(plan: Plan, module, folder: RunFolder, live: bool) -> float:
+    """The LR range test; its curve is saved with the run and shown before training starts."""
+    result = find_lr(module, plan.data.train, plan.data.val, folder.path)
+    module.lr_override = result.suggestion
+    frame = pd.DataFrame({"lr": result.lrs, "loss": result.losses})
+    atomic_write_text(folder.path / "lr_find.csv", frame.to_csv(index=False))
+    if live:
+        if in_notebook():
+            from IPython.display import display
+            display(draw_lr_find(result.lrs, result.losses, result.suggestion))
+        else:
+            print(f"LR range test: training with the suggested lr {result.suggestion:.3g}")
+    return result.suggestion
 
 
 def _final_scores(plan: Plan, module, trainer: pl.Trainer) -> dict:

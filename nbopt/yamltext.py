@@ -23,8 +23,80 @@ _RecipeLoader.add_implicit_resolver(
 )
 
 
+_CALL_START = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\(")
+
+
+def quote_calls(text: str) -> str:
+    """Quote call forms like ``sgd(lr=0.1, momentum=0.9)`` so that YAML reads each as one string.
+
+    Inside a flow collection (``[warmup(epochs=2), cosine]``, ``{optimizer: sgd(lr=0.1, momentum=0.9)}``)
+    YAML would otherwise split the call at its commas. Quoted text and comments are left alone, and
+    no line breaks are added, so line numbers stay true.
+    """
+    out, i, quote = [], 0, None
+    while i < len(text):
+        char = text[i]
+        if quote:
+            out.append(char)
+            if char == "\\" and quote == '"' and i + 1 < len(text):
+                out.append(text[i + 1])
+                i += 1
+            elif char == quote:
+                quote = None
+            i += 1
+            continue
+        if char in "'\"" and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            quote = char
+        elif char == "#" and (i == 0 or text[i - 1] in " \t\n"):
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            out.append(text[i:end])
+            i = end
+            continue
+        match = _CALL_START.match(text, i)
+        if match and _starts_value(text, i):
+            end = _closing_paren(text, match.end() - 1)
+            if end is not None:
+                call = text[i:end + 1]
+                out.append("'" + call.replace("'", "''") + "'")
+                i = end + 1
+                continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def _starts_value(text: str, i: int) -> bool:
+    """Whether position i begins a YAML value: after `key:`, `-`, `[`, `{`, `,` or at a line start."""
+    j = i - 1
+    while j >= 0 and text[j] in " \t":
+        j -= 1
+    return j < 0 or text[j] in ":-[{,\n"
+
+
+def _closing_paren(text: str, start: int) -> int | None:
+    """Index of the parenthesis closing the one at `start`, on the same line; None if there is none."""
+    depth, quote = 0, None
+    for j in range(start, len(text)):
+        char = text[j]
+        if char == "\n":
+            return None
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    return None
+
+
 def load_yaml(text: str) -> tuple[dict, dict[str, int]]:
     """Parse recipe text into a mapping and a ``{dotted.key: line}`` index (1-based lines)."""
+    text = quote_calls(text)
     try:
         node = yaml.compose(text, Loader=_RecipeLoader)
     except yaml.YAMLError as exc:

@@ -6,6 +6,7 @@ import io
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def draw_history(histories: dict[str, pd.DataFrame], metric_key: str, title: str = "") -> Figure:
@@ -37,6 +38,7 @@ def draw_history(histories: dict[str, pd.DataFrame], metric_key: str, title: str
         lr_ax.set_yscale("log")
     for ax in (loss_ax, metric_ax, lr_ax):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_ax.legend(fontsize=8)
     if len(histories) > 1:
         metric_ax.legend(fontsize=8)
@@ -66,3 +68,15 @@ def register_figure_formatter() -> None:
         return
     formatter = shell.display_formatter.formatters["image/png"]
     formatter.for_type(Figure, figure_png)
+
+
+def draw_lr_find(lrs: list[float], losses: list[float], suggestion: float) -> Figure:
+    """Loss against LR on a log axis, with the suggested LR marked."""
+    fig = Figure(figsize=(5, 3), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(lrs, losses)
+    ax.axvline(suggestion, color="C3", linestyle="--", label=f"suggested lr {suggestion:.2g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="LR range test")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

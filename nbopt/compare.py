@@ -1,0 +1,224 @@
+"""``compare``: train variants of one recipe on the same split, seed and starting weights.
+
+With ``repeats=N`` every variant trains with N seeds, and the table says whether the winner's lead
+is larger than the seed-to-seed spread — on small data a single run often ranks techniques wrongly.
+"""
+from __future__ import annotations
+
+import copy
+import html
+import math
+import time
+
+import pandas as pd
+
+from nbopt.callbacks.interrupt import InterruptGuard
+from nbopt.callbacks.recorder import Listener
+from nbopt.display.live import in_notebook
+from nbopt.display.plots import draw_history, figure_png, register_figure_formatter
+from nbopt.errors import RecipeError
+from nbopt.plan import Plan, check
+from nbopt.run import Run
+from nbopt.yamltext import load_yaml
+
+_MERGED_KEYS = ("early_stopping", "normalize")  # mappings whose settings a variant adjusts one by one
+
+
+def variant_recipes(source: str | dict) -> dict[str, tuple[dict, dict]]:
+    """Variant name → (recipe mapping, line index), from a recipe with a `variants:` mapping."""
+    if isinstance(source, str):
+        raw, lines = load_yaml(source)
+    elif isinstance(source, dict):
+        raw, lines = copy.deepcopy(source), {}
+    else:
+        raise RecipeError(f"a recipe is YAML text or a dict, got {type(source).__name__}")
+    variants = raw.pop("variants", None)
+    if not isinstance(variants, dict) or not variants:
+        raise RecipeError("compare needs a `variants:` mapping of name → changes, e.g.\n"
+                          "variants: {adam: {optimizer: adam}, sgd: {optimizer: 'sgd(lr=0.1)'}}",
+                          key="variants", line=lines.get("variants"))
+    recipes = {}
+    for name, changes in variants.items():
+        changes = changes or {}
+        if not isinstance(changes, dict):
+            raise RecipeError(f"variant '{name}' must be a mapping of recipe keys to new values, got {changes!r}",
+                              key=f"variants.{name}", line=lines.get(f"variants.{name}"))
+        merged = copy.deepcopy(raw)
+        for key, value in changes.items():
+            if key in _MERGED_KEYS and isinstance(merged.get(key), dict) and isinstance(value, dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+        variant_lines = {k: v for k, v in lines.items() if not k.startswith("variants.")}
+        prefix = f"variants.{name}."
+        variant_lines.update({k[len(prefix):]: v for k, v in lines.items() if k.startswith(prefix)})
+        recipes[str(name)] = (merged, variant_lines)
+    return recipes
+
+
+def _plan(name: str, recipe: dict, lines: dict, namespace: dict | None, seed: int | None = None) -> Plan:
+    from nbopt.recipe import parse_recipe
+    if seed is not None:
+        recipe = {**recipe, "seed": seed}
+    try:
+        parsed = parse_recipe(recipe, lines)
+        return check(parsed, namespace)
+    except RecipeError as exc:
+        raise RecipeError(f"variant '{name}': {exc}") from None
+
+
+class _CompareLive(Listener):
+    """One status line and one figure overlaying every variant's curves, updated in place."""
+
+    def __init__(self, metric_key: str, total_runs: int):
+        from IPython.display import display
+        self.metric_key = metric_key
+        self.total_runs = total_runs
+        self.histories: dict[str, list[dict]] = {}
+        self.current = ""
+        self.done_runs = 0
+        self._last = 0.0
+        self._status = display({"text/plain": "compare: starting…"}, raw=True, display_id=True)
+        self._figure = display({"text/plain": ""}, raw=True, display_id=True)
+
+    def begin(self, label: str) -> None:
+        self.current = label
+        self.histories[label] = []
+
+    def on_step(self, recorder, trainer) -> None:
+        now = time.monotonic()
+        if now - self._last > 0.25:
+            self._last = now
+            self._status.update({"text/plain": f"compare · run {self.done_runs + 1}/{self.total_runs} "
+                                 f"({self.current}) · epoch {trainer.current_epoch + 1} · step "
+                                 f"{recorder.step_in_epoch}/{recorder.steps_per_epoch}"}, raw=True)
+
+    def on_epoch(self, recorder, trainer, row) -> None:
+        self.histories[self.current].append(row)
+        self.draw()
+
+    def draw(self) -> None:
+        frames = {label: pd.DataFrame(rows) for label, rows in self.histories.items() if rows}
+        fig = draw_history(frames, self.metric_key, "compare")
+        self._figure.update({"image/png": figure_png(fig), "text/plain": "<compare curves>"}, raw=True)
+
+    def finish(self, comparison: "Comparison") -> None:
+        self._figure.update({"image/png": figure_png(comparison.plot()), "text/plain": "<compare curves>"}, raw=True)
+        self._status.update({"text/plain": comparison.table.to_string(), "text/html": comparison._repr_html_()},
+                            raw=True)
+
+
+def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int = 1, live: bool = True,
+            stop: InterruptGuard | None = None) -> "Comparison":
+    """Train every variant (× `repeats` seeds) and return a Comparison. All recipes are checked first."""
+    from nbopt.training import execute
+    if repeats < 1:
+        raise RecipeError(f"--repeats must be at least 1, got {repeats}")
+    recipes = variant_recipes(recipe)
+    plans = {name: _plan(name, r, lines, namespace) for name, (r, lines) in recipes.items()}
+    metric_keys = {plan.metric_key for plan in plans.values()}
+    if len(metric_keys) > 1:
+        raise RecipeError(f"the variants report different metrics ({', '.join(sorted(metric_keys))}); "
+                          "compare variants of the same task")
+    metric_key = metric_keys.pop()
+    guard = stop or InterruptGuard()
+    board = _CompareLive(metric_key, len(plans) * repeats) if live and in_notebook() else None
+    all_runs: dict[str, list[Run]] = {name: [] for name in plans}
+    for repeat in range(repeats):
+        for name, plan in plans.items():
+            if guard.requested:
+                break
+            if repeat:
+                base_seed = plan.recipe.seed
+                plan = _plan(name, recipes[name][0], recipes[name][1], namespace, base_seed + repeat)
+            label = name if repeats == 1 else f"{name} (seed {plan.recipe.seed})"
+            if board:
+                board.begin(label)
+            elif live:
+                print(f"— {label}")
+            run = execute(plan, name=f"{name}-seed{plan.recipe.seed}" if repeats > 1 else name,
+                          live=live and board is None, stop=guard, listeners=[board] if board else [])
+            if board:
+                board.done_runs += 1
+            all_runs[name].append(run)
+    comparison = Comparison({k: v for k, v in all_runs.items() if v}, metric_key,
+                            interrupted=guard.requested)
+    if board:
+        board.finish(comparison)
+    elif live:
+        print(comparison.table.to_string())
+        print(comparison.verdict)
+    return comparison
+
+
+class Comparison:
+    """Variants side by side: `.runs` (name → Run, first seed), `.table`, `.verdict`, `.plot()`."""
+
+    def __init__(self, all_runs: dict[str, list[Run]], metric_key: str, interrupted: bool = False):
+        self.all_runs = all_runs
+        self.runs = {name: runs[0] for name, runs in all_runs.items()}
+        self.metric_key = metric_key
+        self.interrupted = interrupted
+        self.higher_is_better = metric_key.endswith("acc")
+        self.table = self._table()
+        self.verdict = self._verdict()
+
+    @property
+    def repeats(self) -> int:
+        return max(len(runs) for runs in self.all_runs.values())
+
+    def _scores(self, name: str) -> list[float]:
+        return [run.metrics.get(self.metric_key, math.nan) for run in self.all_runs[name]]
+
+    def _table(self) -> pd.DataFrame:
+        rows = []
+        for name, runs in self.all_runs.items():
+            scores = pd.Series(self._scores(name))
+            row = {"variant": name, self.metric_key: scores.mean()}
+            if self.repeats > 1:
+                row[f"{self.metric_key} std"] = scores.std(ddof=1) if len(scores) > 1 else math.nan
+                row["seeds"] = len(runs)
+            row.update({
+                "best epoch": pd.Series([r.metrics.get("best_epoch") for r in runs], dtype=float).mean(),
+                "epochs run": pd.Series([r.metrics["epochs_run"] for r in runs], dtype=float).mean(),
+                "time (s)": pd.Series([r.metrics["seconds"] for r in runs]).mean(),
+                "parameters": runs[0].metrics["parameters"],
+            })
+            rows.append(row)
+        table = pd.DataFrame(rows).set_index("variant")
+        return table.sort_values(self.metric_key, ascending=not self.higher_is_better)
+
+    def _verdict(self) -> str:
+        if len(self.table) < 2:
+            return ""
+        first, second = self.table.index[0], self.table.index[1]
+        lead = abs(self.table.loc[first, self.metric_key] - self.table.loc[second, self.metric_key])
+        if self.repeats < 2:
+            return (f"'{first}' leads '{second}' by {lead:.4g} {self.metric_key} in a single run; "
+                    "use --repeats 3 or more to see whether that is more than seed-to-seed noise.")
+        spread = max(self.table.loc[first, f"{self.metric_key} std"], self.table.loc[second, f"{self.metric_key} std"])
+        if lead > spread:
+            return (f"'{first}' leads '{second}' by {lead:.4g} {self.metric_key}, more than the seed-to-seed "
+                    f"spread (std up to {spread:.4g}) over {self.repeats} seeds.")
+        return (f"'{first}' leads '{second}' by only {lead:.4g} {self.metric_key}, within the seed-to-seed spread "
+                f"(std up to {spread:.4g}) over {self.repeats} seeds: the ranking may be noise.")
+
+    def plot(self):
+        """Overlaid curves; with several seeds, each variant's mean curve."""
+        register_figure_formatter()
+        histories = {}
+        for name, runs in self.all_runs.items():
+            frames = [r.history for r in runs if not r.history.empty]
+            if not frames:
+                continue
+            histories[name] = pd.concat(frames).groupby("epoch", as_index=False).mean(numeric_only=True)
+        title = "compare" + (f" (mean of {self.repeats} seeds)" if self.repeats > 1 else "")
+        return draw_history(histories, self.metric_key, title)
+
+    def _repr_html_(self) -> str:
+        note = "<div><i>Interrupted: the table holds the runs that finished.</i></div>" if self.interrupted else ""
+        return (f"<div><b>nbopt compare</b>{note}{self.table.to_html(float_format=lambda v: f'{v:.4g}')}"
+                f"<div>{html.escape(self.verdict)}</div></div>")
+
+    def __repr__(self) -> str:
+        return f"nbopt compare\n{self.table.to_string()}\n{self.verdict}"
