@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from nbopt.errors import RecipeError
 
-__all__ = ["train", "check", "RecipeError", "Run", "last", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["train", "check", "compare", "show_augment", "RecipeError", "Run", "last", "load_ipython_extension",
+           "unload_ipython_extension"]
 __version__ = "0.1.0"
 
 last = None  # the most recent Run made through the magics or train()
@@ -41,6 +42,20 @@ def check(recipe, namespace=None):
     from nbopt.plan import check as _check
     _one_line_errors()
     return _check(recipe, namespace)
+
+
+def compare(recipe, namespace=None, **options):
+    """Train the recipe's `variants:` side by side; returns a Comparison. See ``nbopt.comparison.compare``."""
+    from nbopt.comparison import compare as _compare
+    _one_line_errors()
+    return _compare(recipe, namespace, **options)
+
+
+def show_augment(recipe, namespace=None, **options):
+    """A grid of augmented training samples for the recipe's `augment:` list (a matplotlib Figure)."""
+    from nbopt.display.augment_grid import show_augment as _show
+    _one_line_errors()
+    return _show(recipe, namespace, **options)
 
 
 def __getattr__(name):

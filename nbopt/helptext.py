@@ -41,6 +41,7 @@ KEYS = {
 SUBCOMMANDS = {
     "%%nbopt train [--name NAME] [--out VAR] [--dry-run]": "train once from the recipe in the cell",
     "%%nbopt compare [--repeats N] [--out VAR]": "train the recipe's `variants:` side by side",
+    "%%nbopt show-augment (or %nbopt show-augment RUN)": "a grid of augmented training samples",
     "%nbopt runs": "table of the runs recorded in nbopt-runs/",
     "%nbopt export NAME [--to FILE]": "write a run's recipe to a YAML file for `nbopt run`",
     "%nbopt help [KEY]": "this help, or what KEY accepts",

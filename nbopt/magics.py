@@ -61,6 +61,8 @@ class NboptMagics(Magics):
                 return self._train(rest, cell)
             if command == "compare":
                 return self._compare(rest, cell)
+            if command == "show-augment":
+                return self._show_augment(cell)
             if command in _PLANNED:
                 raise UsageError(f"{_PLANNED[command]} is not available in this version of nbopt yet")
             raise UsageError(f"unknown cell command '{command}'; use `%%nbopt train` (see `%nbopt help`)")
@@ -69,6 +71,8 @@ class NboptMagics(Magics):
             return _show(help_text(args.key), help_html(args.key))
         if command == "runs":
             return self._runs()
+        if command == "show-augment":
+            return self._show_augment(None, rest.strip())
         if command == "export":
             return self._export(rest)
         if command == "train":
@@ -90,11 +94,23 @@ class NboptMagics(Magics):
         return None
 
     def _compare(self, rest: str, cell: str):
-        from nbopt.compare import compare
+        from nbopt.comparison import compare
         args = parse_argstring(_compare_args, rest)
         if not args.out.isidentifier():
             raise UsageError(f"--out must be a Python variable name, got '{args.out}'")
         self.shell.user_ns[args.out] = compare(cell, self.shell.user_ns, repeats=args.repeats)
+        return None
+
+    def _show_augment(self, cell: str | None, variable: str = ""):
+        """The recipe in the cell, or the recipe of a Run (a variable name; default: the last run)."""
+        from nbopt.display.augment_grid import show_augment
+        if cell is None:
+            run = self.shell.user_ns.get(variable) if variable else nbopt.last
+            if run is None or not hasattr(run, "recipe"):
+                raise UsageError("give a recipe: `%%nbopt show-augment` with the recipe below it, or "
+                                 "`%nbopt show-augment RUN` with a Run variable")
+            cell = run.recipe
+        display(show_augment(cell, self.shell.user_ns))
         return None
 
     def _runs(self):

@@ -48,8 +48,7 @@ class RecipeModule(pl.LightningModule):
     """Trains `net` with the recipe's loss, optimizer and schedule; reports val loss and metric."""
 
     def __init__(self, net: nn.Module, loss_fn: nn.Module, recipe, task: str, num_classes: int | None,
-                 input_transform: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 augmenter: nn.Module | None = None):
+                 normalization=None, augmenter: nn.Module | None = None):
         super().__init__()
         self.net = net
         self.augmenter = augmenter  # training batches only
@@ -59,7 +58,7 @@ class RecipeModule(pl.LightningModule):
         self.task = task
         self.metric_key = f"val_{metric_name(task)}"
         self.val_metric = make_metric(task, num_classes)
-        self.input_transform = input_transform  # (mean, std) applied to loader batches on the device
+        self.normalization = normalization  # applied to every batch on the device, after augmentation
         self._train_loss_sum: torch.Tensor | None = None
         self._train_batches = 0
         self._val_loss_sum: torch.Tensor | None = None
@@ -69,16 +68,13 @@ class RecipeModule(pl.LightningModule):
         return self.net(x)
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_transform is not None:
-            mean, std = self.input_transform
-            x = (x.float() - mean.to(x.device)) / std.to(x.device)
-        return x
+        return self.normalization.apply(x) if self.normalization is not None else x
 
     def training_step(self, batch, batch_idx):
-        x, y = self._inputs(batch[0]), batch[1]
+        x, y = batch[0], batch[1]
         if self.augmenter is not None:
             x, y = self.augmenter(x, y)
-        loss = self.loss_fn(self.net(x), y)
+        loss = self.loss_fn(self.net(self._inputs(x)), y)
         detached = loss.detach()
         self._train_loss_sum = detached if self._train_loss_sum is None else self._train_loss_sum + detached
         self._train_batches += 1

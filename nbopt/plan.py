@@ -140,6 +140,8 @@ def _check_forward(plan: Plan) -> None:
     """One batch through the model: the cheapest way to catch a model that does not fit the data."""
     x, _ = next(iter(plan.data.val))
     x = torch.as_tensor(x)[:8].float()
+    if plan.data.normalization is not None:
+        x = plan.data.normalization.apply(x)
     net: nn.Module = plan.model.net
     was_training = net.training
     net.eval()

@@ -137,25 +137,22 @@ def execute(plan: Plan, *, name: str | None = None, live: bool = True, stop: Int
     atomic_write_text(folder.path / "metrics.json", json.dumps(metrics, indent=2, default=float))
     run = Run(name=folder.name, folder=folder.path, recipe=recipe, model=target if not plan.model.is_lightning
               else module, history=history, metrics=metrics, status=status, metric_key=plan.metric_key,
-              model_label=plan.model.label, data_label=data.description, normalization=_public(data.normalization),
+              model_label=plan.model.label, data_label=data.description,
+              normalization=data.normalization.to_dict() if data.normalization else None,
               note=note)
     if live_output:
         live_output.finish(run)
     return run
 
 
-def _public(normalization: dict | None) -> dict | None:
-    return None if normalization is None else {"mean": normalization["mean"], "std": normalization["std"]}
-
-
 def _lightning_module(plan: Plan):
     """Our RecipeModule around a plain model; a user's LightningModule as it is, with the recipe's optimizer."""
     recipe, data = plan.recipe, plan.data
-    transform = None if data.in_memory or not data.normalization else data.normalization["tensors"]
     augmenter = build_augmenter(recipe.augment, data.input_shape, data.task, data.num_classes)
     if not plan.model.is_lightning:
         loss_fn = build_loss(plan.loss, data.task, data.num_classes)
-        module = RecipeModule(plan.model.net, loss_fn, recipe, data.task, data.num_classes, transform, augmenter)
+        module = RecipeModule(plan.model.net, loss_fn, recipe, data.task, data.num_classes, data.normalization,
+                              augmenter)
         return module, plan.model.net
     module = plan.model.net
     module.lr_override = None
@@ -163,21 +160,23 @@ def _lightning_module(plan: Plan):
     if wants_recipe_optimizer or not is_overridden("configure_optimizers", module, pl.LightningModule):
         module.configure_optimizers = types.MethodType(
             lambda self: configure_from_recipe(self, recipe, recipe.epochs, self.lr_override), module)
-    if augmenter is not None:
-        _augment_training_batches(module, augmenter)
+    if augmenter is not None or data.normalization is not None:
+        _prepare_batches(module, augmenter, data.normalization)
     return module, module
 
 
-def _augment_training_batches(module: pl.LightningModule, augmenter) -> None:
-    """A user's own training_step stays as it is; its training batches arrive augmented."""
+def _prepare_batches(module: pl.LightningModule, augmenter, normalization) -> None:
+    """A user's own steps stay as they are; their batches arrive augmented (training only) and normalised."""
     original = module.on_after_batch_transfer
 
     def on_after_batch_transfer(batch, dataloader_idx):
         batch = original(batch, dataloader_idx)
-        if module.trainer.training:
-            x, y = augmenter(batch[0], batch[1])
-            batch = (x, y, *batch[2:])
-        return batch
+        x, y = batch[0], batch[1]
+        if augmenter is not None and module.trainer is not None and module.trainer.training:
+            x, y = augmenter(x, y)
+        if normalization is not None:
+            x = normalization.apply(x)
+        return (x, y, *batch[2:])
 
     module.on_after_batch_transfer = on_after_batch_transfer
 

@@ -24,6 +24,25 @@ from nbopt.recipe import Recipe
 
 
 @dataclass
+class Normalization:
+    """Per-channel/feature statistics of the training split, applied batch by batch on the device.
+
+    Applying them per batch rather than to the stored data lets augmentations see raw inputs, so
+    that padding and rotation fill with true black, as they would on the original images.
+    """
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean.device != x.device:
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        return (x - self.mean) / self.std
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
+
+
+@dataclass
 class DataBundle:
     train: Iterable
     val: Iterable
@@ -35,7 +54,7 @@ class DataBundle:
     sizes: dict[str, int]
     description: str
     in_memory: bool
-    normalization: dict | None = None  # {"mean": [...], "std": [...]} as applied
+    normalization: Normalization | None = None  # applied to every batch, after augmentation
     classes: list | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -157,11 +176,7 @@ def _from_arrays(x, y, recipe: Recipe, description: str, test=None) -> DataBundl
     splits = {"train": (tr_x, tr_y), "val": (va_x, va_y)}
     if test is not None:
         splits["test"] = test
-    normalization = None
-    if recipe.normalize != "none":
-        mean, std = _statistics(tr_x, recipe)
-        splits = {name: ((sx - mean) / std, sy) for name, (sx, sy) in splits.items()}
-        normalization = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    normalization = None if recipe.normalize == "none" else Normalization(*_statistics(tr_x, recipe))
     num_classes = int(y.max()) + 1 if task == "classification" else None
     if task == "classification" and classes is not None:
         num_classes = len(classes)
@@ -228,11 +243,7 @@ def _from_tensor_splits(tensors: list, recipe: Recipe, description: str) -> Data
     splits = {"train": (x.float(), _targets(y, task, None)[0]), "val": (vx.float(), _targets(vy, task, None)[0])}
     if len(tensors) > 2:
         splits["test"] = (tensors[2][0].float(), _targets(tensors[2][1], task, None)[0])
-    normalization = None
-    if recipe.normalize != "none":
-        mean, std = _statistics(splits["train"][0], recipe)
-        splits = {name: ((sx - mean) / std, sy) for name, (sx, sy) in splits.items()}
-        normalization = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    normalization = None if recipe.normalize == "none" else Normalization(*_statistics(splits["train"][0], recipe))
     y_all = torch.cat([splits["train"][1], splits["val"][1]])
     num_classes = int(y_all.max()) + 1 if task == "classification" else None
     batches = {name: TensorBatches(sx, sy, recipe.batch_size, name == "train", recipe.seed)
@@ -268,11 +279,7 @@ def _from_loaders(train, val, test, recipe: Recipe, description: str, classes_hi
     if task == "classification":
         num_classes = classes_hint or _count_classes(train, val)
     notes = ["batches come from your DataLoaders: their batch size and workers apply"]
-    normalization = None
-    if recipe.normalize != "none":
-        mean, std = _loader_statistics(train, recipe)
-        normalization = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist(),
-                         "tensors": (mean, std)}
+    normalization = None if recipe.normalize == "none" else Normalization(*_loader_statistics(train, recipe))
     return DataBundle(train, val, test, tuple(x.shape[1:]), task,
                       num_classes or (1 if y.ndim == 1 else y.shape[1]), num_classes,
                       {"train": _size(train), "val": _size(val), **({"test": _size(test)} if test else {})},
