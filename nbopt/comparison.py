@@ -90,7 +90,7 @@ class _CompareLive(Listener):
         if now - self._last > 0.25:
             self._last = now
             self._status.update({"text/plain": f"compare · run {self.done_runs + 1}/{self.total_runs} "
-                                 f"({self.current}) · epoch {trainer.current_epoch + 1} · step "
+                                 f"({self.current}) · epoch {recorder.epoch_offset + trainer.current_epoch + 1} · step "
                                  f"{recorder.step_in_epoch}/{recorder.steps_per_epoch}"}, raw=True)
 
     def on_epoch(self, recorder, trainer, row) -> None:

@@ -12,6 +12,7 @@ import torchmetrics
 from torch import nn
 
 from nbopt.components import Component
+from nbopt.techniques.distill import distillation_loss, frozen
 from nbopt.techniques.optimizers import OPTIMIZERS, build_optimizer
 from nbopt.techniques.schedulers import build_schedule
 
@@ -26,16 +27,18 @@ def make_metric(task: str, num_classes: int | None) -> torchmetrics.Metric:
     return torchmetrics.MeanAbsoluteError()
 
 
-def configure_from_recipe(module: pl.LightningModule, recipe, epochs: int, lr: float | None = None):
-    """The recipe's optimizer and schedule for `module`'s parameters, in Lightning's format.
+def configure_from_recipe(module: pl.LightningModule, recipe, epochs: int, lr: float | None = None,
+                          schedule: bool = True):
+    """The recipe's optimizer and schedule for `module`'s trainable parameters, in Lightning's format.
 
-    `lr` (from an LR range test) replaces the optimizer's own learning rate.
+    `lr` (from an LR range test, or for fine-tuning) replaces the optimizer's own learning rate;
+    fine-tuning after pruning runs without the schedule (`schedule=False`).
     """
     component = recipe.optimizer
     if lr is not None:
         component = Component(component.name, (), {**OPTIMIZERS.resolve(component)[1], "lr": lr})
-    optimizer = build_optimizer(component, module.parameters())
-    if not recipe.scheduler:
+    optimizer = build_optimizer(component, [p for p in module.parameters() if p.requires_grad])
+    if not recipe.scheduler or not schedule:
         return optimizer
     schedule = build_schedule(recipe.scheduler, optimizer, epochs, int(module.trainer.estimated_stepping_batches))
     config = {"scheduler": schedule.scheduler, "interval": schedule.interval}
@@ -53,6 +56,9 @@ class RecipeModule(pl.LightningModule):
         self.net = net
         self.augmenter = augmenter  # training batches only
         self.lr_override: float | None = None
+        self.use_schedule = True
+        self._teacher: list[nn.Module] = []  # a list keeps the frozen teacher out of parameters and state_dict
+        self.temperature, self.alpha = 1.0, 0.0
         self.loss_fn = loss_fn
         self.recipe = recipe
         self.task = task
@@ -64,6 +70,14 @@ class RecipeModule(pl.LightningModule):
         self._val_loss_sum: torch.Tensor | None = None
         self._val_samples = 0
 
+    def set_teacher(self, teacher: nn.Module, temperature: float, alpha: float) -> None:
+        self._teacher = [frozen(teacher)]
+        self.temperature, self.alpha = temperature, alpha
+
+    def on_fit_start(self):
+        if self._teacher:
+            self._teacher[0].to(self.device).eval()
+
     def forward(self, x):
         return self.net(x)
 
@@ -74,7 +88,13 @@ class RecipeModule(pl.LightningModule):
         x, y = batch[0], batch[1]
         if self.augmenter is not None:
             x, y = self.augmenter(x, y)
-        loss = self.loss_fn(self.net(self._inputs(x)), y)
+        x = self._inputs(x)
+        outputs = self.net(x)
+        loss = self.loss_fn(outputs, y)
+        if self._teacher:
+            with torch.no_grad():
+                teacher_outputs = self._teacher[0](x)
+            loss = distillation_loss(outputs, teacher_outputs, loss, self.temperature, self.alpha)
         detached = loss.detach()
         self._train_loss_sum = detached if self._train_loss_sum is None else self._train_loss_sum + detached
         self._train_batches += 1
@@ -111,24 +131,27 @@ class RecipeModule(pl.LightningModule):
         return value
 
     def configure_optimizers(self):
-        return configure_from_recipe(self, self.recipe, self.recipe.epochs, self.lr_override)
+        return configure_from_recipe(self, self.recipe, self.recipe.epochs, self.lr_override, self.use_schedule)
 
 
 @torch.no_grad()
-def evaluate(module: RecipeModule, loader) -> dict[str, float]:
-    """Loss and metric of the module's current weights on a loader, outside any Trainer."""
-    was_training = module.training
-    module.eval()
-    metric = make_metric(module.task, getattr(module.val_metric, "num_classes", None)).to(module.device)
+def evaluate(module: RecipeModule, loader, net: nn.Module | None = None) -> dict[str, float]:
+    """Loss and metric on a loader, outside any Trainer: of the module's own net, or of `net`
+    (a quantized copy, say) fed the same normalised inputs."""
+    net = net if net is not None else module.net
+    device = next(iter(net.parameters()), torch.empty(0)).device if net is not module.net else module.device
+    was_training = net.training
+    net.eval()
+    metric = make_metric(module.task, getattr(module.val_metric, "num_classes", None)).to(device)
     total, count = 0.0, 0
     for batch in loader:
-        x, y = batch[0].to(module.device), batch[1].to(module.device)
-        outputs = module.net(module._inputs(x))
+        x, y = batch[0].to(device), batch[1].to(device)
+        outputs = net(module._inputs(x))
         total += float(module.loss_fn(outputs, y)) * len(y)
         count += len(y)
         if module.task == "classification":
             metric.update(outputs.argmax(dim=1), y)
         else:
             metric.update(outputs.reshape(y.shape), y)
-    module.train(was_training)
+    net.train(was_training)
     return {"loss": total / max(count, 1), metric_name(module.task): float(metric.compute())}

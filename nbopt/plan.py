@@ -34,6 +34,7 @@ class Plan:
     model: ResolvedModel
     loss: Component
     surgery: list[str]
+    teacher: nn.Module | None = None
 
     @property
     def metric_key(self) -> str:
@@ -51,6 +52,18 @@ class Plan:
         items += self.surgery
         if r.augment:
             items.append("augment training batches: " + ", ".join(str(a) for a in r.augment))
+        if r.distill:
+            items.append(f"distillation from a {sum(p.numel() for p in self.teacher.parameters()):,}-parameter "
+                         f"teacher (T={r.distill.temperature}, alpha={r.distill.alpha})")
+        if r.prune:
+            p = r.prune
+            how = (f"remove {p.amount:.0%} of channels in {p.steps} step(s), importance {p.importance}"
+                   if p.method == "channels" else f"{p.method} to {p.amount:.0%} sparsity "
+                   f"({'gradually over the epochs' if p.schedule == 'gradual' else 'after training'}"
+                   f"{', global' if p.global_ else ', per layer'})")
+            items.append(f"prune: {how}, fine-tune {p.finetune} epoch(s)")
+        if r.quantize:
+            items.append("int8 dynamic quantization of Linear layers after training")
         if r.lr_find:
             items.append("LR range test first; trains with the suggested LR")
         if self.data.normalization:
@@ -116,16 +129,81 @@ def check(recipe: str | dict | Recipe, namespace: dict | None = None) -> Plan:
     loss = recipe.loss or Component(default_loss(data.task))
     build_loss(loss, data.task, data.num_classes, "loss", recipe.line("loss"))
     check_augment(recipe.augment, data.input_shape, data.task, recipe.line("augment"))
+    if model.is_lightning and recipe.distill:
+        raise RecipeError("distillation replaces the training loss, which your own LightningModule defines; "
+                          "use a plain nn.Module as the student", key="distill", line=recipe.line("distill"))
     if model.is_lightning and any(a.name in MIXING for a in recipe.augment):
         raise RecipeError("mixup/cutmix change the targets into class probabilities, which your own "
                           "LightningModule's training_step does not expect; use image transforms only",
                           key="augment", line=recipe.line("augment"))
     surgery = apply_surgery(model.net, recipe)
-    plan = Plan(recipe, data, model, loss, surgery)
+    teacher = resolve_teacher(recipe, namespace, data) if recipe.distill else None
+    if recipe.quantize and model.is_lightning:
+        raise RecipeError("quantize works on plain nn.Module models; quantize your LightningModule's network "
+                          "yourself after training", key="quantize", line=recipe.line("quantize"))
+    plan = Plan(recipe, data, model, loss, surgery, teacher)
     _check_monitor(plan)
     if not model.is_lightning:
         _check_forward(plan)
     return plan
+
+
+def resolve_teacher(recipe: Recipe, namespace: dict, data: DataBundle) -> nn.Module:
+    """The teacher as a frozen copy: a notebook model or Run, a Run made earlier in this session, or a
+    run folder rebuilt from its recipe and best weights."""
+    import copy
+
+    from nbopt.run import Run
+    from nbopt.training import SESSION_RUNS
+    line = recipe.line("distill.teacher") or recipe.line("distill")
+    if data.task != "classification":
+        raise RecipeError("distillation matches class probabilities, so it needs a classification task",
+                          key="distill", line=line)
+    ref = recipe.distill.teacher
+    if isinstance(ref, str):
+        if ref in namespace:
+            ref = namespace[ref]
+        elif ref in SESSION_RUNS:
+            ref = SESSION_RUNS[ref]
+        else:
+            ref = _rebuild_run(ref, namespace, line)
+    if isinstance(ref, Run):
+        ref = ref.model
+    if not isinstance(ref, nn.Module):
+        raise RecipeError(f"the teacher must be a model, a Run or a run name, got {type(ref).__name__}",
+                          key="distill.teacher", line=line)
+    teacher = copy.deepcopy(ref).cpu().eval()
+    x, _ = next(iter(data.val))
+    x = torch.as_tensor(x)[:4].float()
+    x = data.normalization.apply(x) if data.normalization is not None else x
+    try:
+        with torch.no_grad():
+            out = teacher(x)
+    except Exception as exc:  # the teacher not fitting the data is the user's mistake to fix
+        raise RecipeError(f"the teacher cannot take this data's inputs: {str(exc).splitlines()[0]}",
+                          key="distill.teacher", line=line) from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != data.num_outputs:
+        raise RecipeError(f"the teacher outputs shape {list(getattr(out, 'shape', [])[1:])} per sample but the data "
+                          f"has {data.num_outputs} classes", key="distill.teacher", line=line)
+    return teacher
+
+
+def _rebuild_run(name: str, namespace: dict, line: int | None) -> nn.Module:
+    """A teacher from a run folder: its recipe rebuilds the architecture, best.pt fills in the weights."""
+    from nbopt.store import find_run
+    try:
+        folder = find_run(name)
+    except RecipeError:
+        raise RecipeError(f"no notebook variable, run of this session or run folder is named '{name}'",
+                          key="distill.teacher", line=line) from None
+    plan = check((folder.path / "recipe.yaml").read_text(), namespace)
+    try:
+        plan.model.net.load_state_dict(torch.load(folder.weights, weights_only=True))
+    except RuntimeError:
+        raise RecipeError(f"run '{name}' cannot be rebuilt from its recipe (its model changed shape, e.g. by "
+                          "channel pruning); pass its Run object as the teacher", key="distill.teacher",
+                          line=line) from None
+    return plan.model.net
 
 
 def _check_monitor(plan: Plan) -> None:

@@ -22,7 +22,7 @@ PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-
               "transformer-engine")
 
 # Keys of the contract that later versions add; named here so the message is honest, not "unknown".
-_PLANNED_KEYS = {"prune", "distill", "quantize", "devices", "strategy"}
+_PLANNED_KEYS = {"devices", "strategy"}
 _OTHER_MAGIC_KEYS = {"variants": "%%nbopt compare", "search": "%%nbopt sweep"}
 _COMPONENT_KEYS = ("optimizer", "loss", "activation")
 _OPTIMIZER_ARGUMENTS = {"lr", "learning_rate", "momentum", "weight_decay", "betas", "nesterov"}
@@ -42,6 +42,27 @@ class Normalize(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mean: list[float]
     std: list[float]
+
+
+class Prune(BaseModel):
+    """Pruning after (`once`) or during (`gradual`) training, then `finetune` epochs at the final sparsity."""
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    method: Literal["l1_unstructured", "random_unstructured", "channels"] = "l1_unstructured"
+    amount: float = Field(0.5, gt=0, lt=1)
+    global_: bool = Field(False, alias="global")
+    schedule: Literal["once", "gradual"] = "once"
+    finetune: int = Field(2, ge=0)
+    importance: Literal["l1", "l2", "taylor"] = "l1"
+    steps: int = Field(1, ge=1)
+    lr: float | None = Field(None, gt=0)
+
+
+class Distill(BaseModel):
+    """Train as the student of a frozen teacher: a·T²·KL(teacher ‖ student at temperature T) + (1−a)·task loss."""
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    teacher: Any
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)
 
 
 class Recipe(BaseModel):
@@ -68,6 +89,9 @@ class Recipe(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     activation: Component | None = None
     lr_find: bool = False
+    prune: Prune | None = None
+    distill: Distill | None = None
+    quantize: Literal["dynamic"] | None = None
     grad_clip: float | None = Field(None, gt=0)
     accumulate: int = Field(1, ge=1)
     precision: str = "32-true"
@@ -110,6 +134,10 @@ def parse_recipe(source: str | dict | Recipe, lines: dict[str, int] | None = Non
         values["early_stopping"] = {}
     elif values.get("early_stopping") is False:
         values["early_stopping"] = None
+    if isinstance(values.get("distill"), str):
+        values["distill"] = {"teacher": values["distill"]}
+    if values.get("quantize") in (False, "none"):
+        values["quantize"] = None
     if values.get("precision") is not None:
         values["precision"] = str(values["precision"])
     try:
@@ -167,7 +195,7 @@ def _as_recipe_error(exc: ValidationError, lines: dict) -> RecipeError:
         message = "must be" + message[len("Input should be"):]
     elif error["type"] == "extra_forbidden":
         field = str(error["loc"][-1])
-        model = {"early_stopping": EarlyStopping, "normalize": Normalize}.get(top)
+        model = {"early_stopping": EarlyStopping, "normalize": Normalize, "prune": Prune, "distill": Distill}.get(top)
         allowed = ", ".join(model.model_fields) if model else ""
         message = f"unknown setting '{field}'" + (f"; allowed: {allowed}" if allowed else "")
     else:
@@ -191,6 +219,23 @@ def _check_components(recipe: Recipe) -> None:
         guess = closest(recipe.precision, PRECISIONS)
         raise RecipeError(f"unknown precision '{recipe.precision}'" + (f" — did you mean '{guess}'?" if guess else
                           f"; choose from {', '.join(PRECISIONS)}"), key="precision", line=recipe.line("precision"))
+    if recipe.prune is not None:
+        _check_prune(recipe)
     if recipe.test_split + recipe.val_split >= 0.9:
         raise RecipeError(f"val_split + test_split = {recipe.val_split + recipe.test_split:.2f} leaves too little "
                           "to train on; keep their sum below 0.9", key="val_split", line=recipe.line("val_split"))
+
+
+def _check_prune(recipe: Recipe) -> None:
+    prune, line = recipe.prune, recipe.line("prune")
+    if prune.method == "channels" and prune.schedule == "gradual":
+        raise RecipeError("channel pruning runs in `steps` with fine-tuning between them; use "
+                          "{method: channels, steps: 3, finetune: 2} instead of schedule: gradual", key="prune.schedule",
+                          line=recipe.line("prune.schedule") or line)
+    if prune.method != "channels" and prune.steps > 1:
+        raise RecipeError("`steps` is for channel pruning; unstructured pruning spreads over epochs with "
+                          "schedule: gradual", key="prune.steps", line=recipe.line("prune.steps") or line)
+    if prune.method != "channels" and prune.importance != "l1":
+        raise RecipeError("`importance` is for channel pruning; unstructured pruning ranks by the method "
+                          "(l1_unstructured or random_unstructured)", key="prune.importance",
+                          line=recipe.line("prune.importance") or line)

@@ -6,7 +6,6 @@ sweep and the panel all come through here.
 from __future__ import annotations
 
 import json
-import math
 import time
 import types
 
@@ -18,7 +17,8 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from nbopt._perf import tune_allocator
 from nbopt._quiet import quiet_lightning
-from nbopt.callbacks.best_weights import BestWeights
+from nbopt import compression
+from nbopt.callbacks.best_weights import BestWeights, loadable_state
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener, Recorder
 from nbopt.data.loaders import TensorBatches
@@ -28,11 +28,14 @@ from nbopt.module import RecipeModule, configure_from_recipe, evaluate, metric_n
 from nbopt.plan import Plan, check, monitor_mode
 from nbopt.recipe import Recipe
 from nbopt.run import Run
-from nbopt.store import RunFolder, atomic_write_text
+from nbopt.store import RunFolder, atomic_write_text, save_weights
 from nbopt.techniques.augment import build_augmenter
 from nbopt.techniques.losses import build_loss
 from nbopt.techniques.lr_find import find_lr
 from nbopt.yamltext import dump_yaml
+
+
+SESSION_RUNS: dict = {}  # run name → Run made in this process, so later recipes can name them (distill)
 
 
 class _HistoryWriter(Listener):
@@ -67,82 +70,129 @@ def execute(plan: Plan, *, name: str | None = None, live: bool = True, stop: Int
             listeners: list[Listener] = ()) -> Run:
     """Train a checked plan. `listeners` hear every step and epoch (compare's shared live figure)."""
     tune_allocator()
-    recipe, data = plan.recipe, plan.data
-    folder = RunFolder.create(name or recipe.name)
-    folder.write_recipe(recipe_text(recipe))
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
-    folder.write_status(name=folder.name, status="running", started=started, model=plan.model.label,
-                        data=data.description.split(":")[0], epochs_run=0)
-
-    module, target = _lightning_module(plan)
-    es = recipe.early_stopping
-    monitor = es.monitor if es else "val_loss"
-    mode = monitor_mode(monitor, es.mode if es else None)
-    best = BestWeights(target, monitor, mode, folder.weights)
-    guard = stop or InterruptGuard()
-    live_output = LiveOutput(folder.name, recipe.epochs, plan.metric_key) if live else None
-    recorder = Recorder(plan.metric_key, [_HistoryWriter(folder), *([live_output] if live_output else []),
-                                          *listeners])
-    callbacks = [recorder, best, guard]
-    if es:
-        callbacks.append(EarlyStopping(monitor=monitor, patience=es.patience, min_delta=es.min_delta, mode=mode,
-                                       check_finite=True))
-    if isinstance(data.train, TensorBatches):
-        data.train.generator.manual_seed(recipe.seed)  # same batches for the same seed, run after run
-
+    session = _Session(plan, name, live, stop or InterruptGuard(), listeners)
     with quiet_lightning():
-        pl.seed_everything(recipe.seed, verbose=False)
-        lr_found = _run_lr_find(plan, module, folder, live) if recipe.lr_find else None
-        trainer = pl.Trainer(
-            max_epochs=recipe.epochs, accelerator="auto", devices=1, precision=recipe.precision,
-            gradient_clip_val=recipe.grad_clip, accumulate_grad_batches=recipe.accumulate,
-            callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=10**9,
-        )
-        if live_output:
-            live_output.start()
-        started_at = time.perf_counter()
         try:
-            trainer.fit(module, train_dataloaders=data.train, val_dataloaders=data.val)
+            session.run_stages()
         except BaseException as exc:
-            best.restore()
-            folder.write_history(recorder.rows)
-            folder.write_status(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            session.fail(exc)
             raise
         finally:
-            guard.release()
-        seconds = time.perf_counter() - started_at
-        scores = _final_scores(plan, module, trainer)
+            session.guard.release()
+        return session.finish()
 
-    if guard.requested:
-        status = "interrupted"
-    elif es and trainer.should_stop:
-        status = "stopped early"
-    else:
-        status = "finished"
-    history = pd.DataFrame(recorder.rows)
-    if lr_found is not None:
-        scores["lr_found"] = lr_found
-    metrics = {**scores, "best_epoch": best.best_epoch, "epochs_run": len(recorder.rows), "seconds": seconds,
-               "parameters": plan.parameters, f"best_{monitor}": best.best_value if best.best_epoch else math.nan}
-    note = ""
-    if status == "interrupted":
-        kept = f"best weights from epoch {best.best_epoch}" if best.best_epoch else "the weights so far"
-        note = f"Interrupted after {len(recorder.rows)} epoch(s): kept {kept} and the history."
-    if best.best_state is None:
-        from nbopt.store import save_weights
-        save_weights(target.state_dict(), folder.weights)
-    folder.write_status(status=status, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
-                        best=scores.get(plan.metric_key), epochs_run=len(recorder.rows))
-    atomic_write_text(folder.path / "metrics.json", json.dumps(metrics, indent=2, default=float))
-    run = Run(name=folder.name, folder=folder.path, recipe=recipe, model=target if not plan.model.is_lightning
-              else module, history=history, metrics=metrics, status=status, metric_key=plan.metric_key,
-              model_label=plan.model.label, data_label=data.description,
-              normalization=data.normalization.to_dict() if data.normalization else None,
-              note=note)
-    if live_output:
-        live_output.finish(run)
-    return run
+
+class _Session:
+    """One run's moving parts: the module, its run folder, the history so far and the stages to fit.
+
+    A run is one or more stages — training, then (for pruning) fine-tuning after each pruning step —
+    each a Trainer fit of the same module. The history, live output and run folder span them all.
+    """
+
+    def __init__(self, plan: Plan, name: str | None, live: bool, guard: InterruptGuard, listeners):
+        recipe, data = plan.recipe, plan.data
+        self.plan, self.recipe, self.data, self.guard = plan, recipe, data, guard
+        self.folder = RunFolder.create(name or recipe.name)
+        self.folder.write_recipe(recipe_text(recipe))
+        self.folder.write_status(name=self.folder.name, status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"),
+                                 model=plan.model.label, data=data.description.split(":")[0], epochs_run=0)
+        self.module, self.target = _lightning_module(plan)
+        es = recipe.early_stopping
+        self.monitor = es.monitor if es else "val_loss"
+        self.mode = monitor_mode(self.monitor, es.mode if es else None)
+        self.live = live
+        self.live_output = LiveOutput(self.folder.name, compression.total_epochs(recipe), plan.metric_key) \
+            if live else None
+        self.recorder = Recorder(plan.metric_key, [_HistoryWriter(self.folder),
+                                                   *([self.live_output] if self.live_output else []), *listeners],
+                                 extra=compression.history_columns(recipe, self.target))
+        self.best: BestWeights | None = None
+        self.stopped_early = False
+        self.lr_found: float | None = None
+        self.report_before: dict | None = None
+        self.quantized = None
+        self.trainer: pl.Trainer | None = None
+        self.seconds = 0.0
+
+    def fit(self, epochs: int, *, track_best: bool = True, early_stopping: bool = True, callbacks=()) -> None:
+        """One Trainer fit of `epochs` epochs; the best weights of this stage are restored at its end."""
+        recipe = self.recipe
+        self.best = BestWeights(self.target, self.monitor, self.mode, self.folder.weights) if track_best else None
+        stage_callbacks = [self.recorder, self.guard, *([self.best] if self.best else []), *callbacks]
+        es = recipe.early_stopping
+        if es and early_stopping:
+            stage_callbacks.append(EarlyStopping(monitor=self.monitor, patience=es.patience, min_delta=es.min_delta,
+                                                 mode=self.mode, check_finite=True))
+        self.recorder.epoch_offset = len(self.recorder.rows)
+        trainer = pl.Trainer(
+            max_epochs=epochs, accelerator="auto", devices=1, precision=recipe.precision,
+            gradient_clip_val=recipe.grad_clip, accumulate_grad_batches=recipe.accumulate,
+            callbacks=stage_callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=10**9,
+        )
+        trainer.fit(self.module, train_dataloaders=self.data.train, val_dataloaders=self.data.val)
+        self.trainer = trainer
+        self.stopped_early |= bool(es and early_stopping and trainer.should_stop and not self.guard.requested)
+
+    def run_stages(self) -> None:
+        recipe = self.recipe
+        if isinstance(self.data.train, TensorBatches):
+            self.data.train.generator.manual_seed(recipe.seed)  # same batches for the same seed, run after run
+        pl.seed_everything(recipe.seed, verbose=False)
+        if recipe.lr_find:
+            self.lr_found = _run_lr_find(self.plan, self.module, self.folder, self.live)
+        if self.live_output:
+            self.live_output.start()
+        started = time.perf_counter()
+        compression.run(self)
+        self.seconds = time.perf_counter() - started
+
+    def fail(self, exc: BaseException) -> None:
+        if self.best is not None:
+            self.best.restore()
+        self.folder.write_history(self.recorder.rows)
+        self.folder.write_status(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+
+    def scores(self, net=None) -> dict:
+        return _final_scores(self.plan, self.module, self.trainer, net)
+
+    def finish(self) -> Run:
+        plan, recipe, folder = self.plan, self.recipe, self.folder
+        scores = self.scores()
+        metrics = dict(scores)
+        if self.quantized is not None:
+            quantized_scores = self.scores(self.quantized)
+            metrics = {**{f"float_{k}": v for k, v in scores.items()}, **quantized_scores}
+            torch.save(self.quantized, folder.path / "model-int8.pt")
+        if self.lr_found is not None:
+            metrics["lr_found"] = self.lr_found
+        best = self.best
+        if best is not None and best.best_state is not None:
+            metrics["best_epoch"] = best.best_epoch + self.recorder.epoch_offset
+        else:
+            metrics["best_epoch"] = len(self.recorder.rows) or None
+        metrics.update(epochs_run=len(self.recorder.rows), seconds=self.seconds,
+                       parameters=sum(p.numel() for p in self.target.parameters()))
+        compression.add_metrics(self, metrics)
+        status = "interrupted" if self.guard.requested else "stopped early" if self.stopped_early else "finished"
+        note = ""
+        if status == "interrupted":
+            kept = f"best weights from epoch {metrics['best_epoch']}" if best and best.best_state else "the weights so far"
+            note = f"Interrupted after {len(self.recorder.rows)} epoch(s): kept {kept} and the history."
+        save_weights(loadable_state(self.target.state_dict()), folder.weights)
+        folder.write_status(status=status, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+                            best=metrics.get(plan.metric_key), epochs_run=len(self.recorder.rows))
+        atomic_write_text(folder.path / "metrics.json", json.dumps(metrics, indent=2, default=float))
+        model = self.quantized if self.quantized is not None else \
+            (self.target if not plan.model.is_lightning else self.module)
+        run = Run(name=folder.name, folder=folder.path, recipe=recipe, model=model,
+                  history=pd.DataFrame(self.recorder.rows), metrics=metrics, status=status,
+                  metric_key=plan.metric_key, model_label=plan.model.label, data_label=self.data.description,
+                  normalization=self.data.normalization.to_dict() if self.data.normalization else None, note=note)
+        SESSION_RUNS[run.name] = run
+        if self.live_output:
+            self.live_output.finish(run)
+        return run
 
 
 def _lightning_module(plan: Plan):
@@ -153,13 +203,16 @@ def _lightning_module(plan: Plan):
         loss_fn = build_loss(plan.loss, data.task, data.num_classes)
         module = RecipeModule(plan.model.net, loss_fn, recipe, data.task, data.num_classes, data.normalization,
                               augmenter)
+        if plan.teacher is not None:
+            module.set_teacher(plan.teacher, recipe.distill.temperature, recipe.distill.alpha)
         return module, plan.model.net
     module = plan.model.net
-    module.lr_override = None
+    module.lr_override, module.use_schedule = None, True
     wants_recipe_optimizer = any(k in recipe.raw for k in ("optimizer", "scheduler", "lr_find"))
     if wants_recipe_optimizer or not is_overridden("configure_optimizers", module, pl.LightningModule):
         module.configure_optimizers = types.MethodType(
-            lambda self: configure_from_recipe(self, recipe, recipe.epochs, self.lr_override), module)
+            lambda self: configure_from_recipe(self, recipe, recipe.epochs, self.lr_override, self.use_schedule),
+            module)
     if augmenter is not None or data.normalization is not None:
         _prepare_batches(module, augmenter, data.normalization)
     return module, module
@@ -196,14 +249,14 @@ def _run_lr_find(plan: Plan, module, folder: RunFolder, live: bool) -> float:
     return result.suggestion
 
 
-def _final_scores(plan: Plan, module, trainer: pl.Trainer) -> dict:
+def _final_scores(plan: Plan, module, trainer: pl.Trainer, net=None) -> dict:
     """Scores of the returned (best) weights — what `run.model` really does, not the last epoch."""
     key = metric_name(plan.data.task)
     splits = {"val": plan.data.val, **({"test": plan.data.test} if plan.data.test is not None else {})}
     scores = {}
     for split, loader in splits.items():
         if isinstance(module, RecipeModule):
-            result = evaluate(module, loader)
+            result = evaluate(module, loader, net)
             scores[f"{split}_loss"], scores[f"{split}_{key}"] = result["loss"], result[key]
         else:
             logged = trainer.validate(module, dataloaders=loader, verbose=False)[0]

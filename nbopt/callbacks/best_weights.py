@@ -41,7 +41,7 @@ class BestWeights(Callback):
         self.best_epoch = trainer.current_epoch + 1
         self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.target.state_dict().items()}
         if self.path is not None and trainer.is_global_zero:
-            save_weights(self.best_state, self.path)
+            save_weights(loadable_state(self.best_state), self.path)
 
     def restore(self) -> bool:
         """Load the best weights into the model; False when no epoch was validated."""
@@ -61,3 +61,15 @@ class BestWeights(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+
+
+def loadable_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state_dict with pruning masks folded in (`weight` instead of `weight_orig` + `weight_mask`),
+    so the file loads into the model as it is returned, with its pruning made permanent."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith("_orig") and key[:-5] + "_mask" in state:
+            out[key[:-5]] = value * state[key[:-5] + "_mask"]
+        elif not (key.endswith("_mask") and key[:-5] + "_orig" in state):
+            out[key] = value
+    return out

@@ -13,9 +13,11 @@ from nbopt.module import RecipeModule
 class Recorder(Callback):
     """Collects the history and tells its listeners (live output, run folder) about progress."""
 
-    def __init__(self, metric_key: str, listeners: list | None = None):
+    def __init__(self, metric_key: str, listeners: list | None = None, extra=None):
         self.metric_key = metric_key
         self.listeners = listeners or []
+        self.extra = extra  # () -> dict of more columns per epoch (sparsity while pruning, say)
+        self.epoch_offset = 0  # epochs of earlier stages of the same run
         self.rows: list[dict] = []
         self.step_in_epoch = 0
         self.steps_per_epoch = 0
@@ -48,13 +50,15 @@ class Recorder(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
         train_loss = pl_module.pop_train_loss() if isinstance(pl_module, RecipeModule) else None
         row = {
-            "epoch": trainer.current_epoch + 1,
+            "epoch": self.epoch_offset + trainer.current_epoch + 1,
             "train_loss": train_loss if train_loss is not None else metrics.pop("train_loss", math.nan),
             "val_loss": metrics.pop("val_loss", math.nan),
             self.metric_key: metrics.pop(self.metric_key, math.nan),
             "lr": self._lr_sum / self._lr_count if self._lr_count else math.nan,
             "seconds": time.perf_counter() - self._epoch_started,
         }
+        if self.extra is not None:
+            row.update(self.extra())
         for key, value in metrics.items():  # whatever else a user's own LightningModule logs
             if not key.endswith("_step"):
                 row.setdefault(key.removesuffix("_epoch"), value)

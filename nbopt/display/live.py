@@ -63,7 +63,7 @@ class LiveOutput(Listener):
         return {"text/plain": text, "text/html": f"<code>{html.escape(text)}</code>"}
 
     def _progress_text(self, recorder, trainer) -> str:
-        epoch = trainer.current_epoch + 1
+        epoch = recorder.epoch_offset + trainer.current_epoch + 1
         steps = recorder.steps_per_epoch or 0
         done = (epoch - 1) * steps + recorder.step_in_epoch
         total = self.epochs * steps

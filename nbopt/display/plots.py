@@ -14,8 +14,10 @@ def draw_history(histories: dict[str, pd.DataFrame], metric_key: str, title: str
 
     Built without pyplot, so it never shows up twice in a notebook and never leaks global state.
     """
-    fig = Figure(figsize=(11, 3.2), layout="constrained")
-    loss_ax, metric_ax, lr_ax = fig.subplots(1, 3)
+    extra = next((c for c in ("sparsity", "parameters") if any(c in h for h in histories.values())), None)
+    fig = Figure(figsize=(14 if extra else 11, 3.2), layout="constrained")
+    axes = fig.subplots(1, 4 if extra else 3)
+    loss_ax, metric_ax, lr_ax = axes[:3]
     for i, (label, history) in enumerate(histories.items()):
         color = f"C{i}"
         if history.empty:
@@ -30,13 +32,17 @@ def draw_history(histories: dict[str, pd.DataFrame], metric_key: str, title: str
             metric_ax.plot(epochs, history[metric_key], "-", marker=".", color=color, label=label)
         if "lr" in history:
             lr_ax.plot(epochs, history["lr"], "-", color=color, label=label)
+        if extra and extra in history:
+            axes[3].plot(epochs, history[extra], "-", marker=".", color=color, label=label)
     loss_ax.set(title="loss", xlabel="epoch")
     metric_ax.set(title=metric_key, xlabel="epoch")
     lr_ax.set(title="learning rate", xlabel="epoch")
     if any(not h.empty and (h["lr"] > 0).all() and h["lr"].max() / max(h["lr"].min(), 1e-30) > 50
            for h in histories.values() if "lr" in h):
         lr_ax.set_yscale("log")
-    for ax in (loss_ax, metric_ax, lr_ax):
+    if extra:
+        axes[3].set(title="sparsity (share of zero weights)" if extra == "sparsity" else "parameters", xlabel="epoch")
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_ax.legend(fontsize=8)
