@@ -67,6 +67,34 @@ def _plan(name: str, recipe: dict, lines: dict, namespace: dict | None, seed: in
         raise RecipeError(f"variant '{name}': {exc}") from None
 
 
+def _teacher_variant(recipe: dict, names) -> str | None:
+    distill = recipe.get("distill")
+    teacher = distill.get("teacher") if isinstance(distill, dict) else distill
+    return teacher if isinstance(teacher, str) and teacher in names else None
+
+
+def _with_teacher(recipe: dict, teacher) -> dict:
+    distill = recipe["distill"]
+    return {**recipe, "distill": {**distill, "teacher": teacher} if isinstance(distill, dict) else {"teacher": teacher}}
+
+
+def _plans(recipes: dict, namespace) -> tuple[dict[str, Plan], dict[str, str]]:
+    """Check every variant before anything trains. A variant may distil from an earlier variant: it is
+    checked against that variant's (untrained) model now and gets the trained one when its turn comes."""
+    plans, teachers = {}, {}
+    order = list(recipes)
+    for name, (variant, lines) in recipes.items():
+        teacher = _teacher_variant(variant, recipes)
+        if teacher is not None:
+            if order.index(teacher) >= order.index(name):
+                raise RecipeError(f"variant '{name}' distils from variant '{teacher}', which must come before it",
+                                  key=f"variants.{name}.distill", line=lines.get("distill"))
+            teachers[name] = teacher
+            variant = _with_teacher(variant, plans[teacher].model.net)
+        plans[name] = _plan(name, variant, lines, namespace)
+    return plans, teachers
+
+
 class _CompareLive(Listener):
     """One status line and one figure overlaying every variant's curves, updated in place."""
 
@@ -115,7 +143,7 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
     if repeats < 1:
         raise RecipeError(f"--repeats must be at least 1, got {repeats}")
     recipes = variant_recipes(recipe)
-    plans = {name: _plan(name, r, lines, namespace) for name, (r, lines) in recipes.items()}
+    plans, teachers = _plans(recipes, namespace)
     metric_keys = {plan.metric_key for plan in plans.values()}
     if len(metric_keys) > 1:
         raise RecipeError(f"the variants report different metrics ({', '.join(sorted(metric_keys))}); "
@@ -128,9 +156,11 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
         for name, plan in plans.items():
             if guard.requested:
                 break
-            if repeat:
-                base_seed = plan.recipe.seed
-                plan = _plan(name, recipes[name][0], recipes[name][1], namespace, base_seed + repeat)
+            if repeat or name in teachers:
+                variant, lines = recipes[name]
+                if name in teachers:  # distil from the teacher variant's run of this seed
+                    variant = _with_teacher(variant, all_runs[teachers[name]][-1])
+                plan = _plan(name, variant, lines, namespace, plan.recipe.seed + repeat)
             label = name if repeats == 1 else f"{name} (seed {plan.recipe.seed})"
             if board:
                 board.begin(label)

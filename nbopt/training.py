@@ -50,9 +50,20 @@ class _HistoryWriter(Listener):
 
 
 def recipe_text(recipe: Recipe) -> str:
-    raw = {k: (v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else f"<{type(v).__name__}>")
-           for k, v in recipe.raw.items()}
-    return dump_yaml(raw)
+    """The recipe as YAML; objects that only live in the notebook are written as a readable stand-in."""
+    return dump_yaml(_plain(recipe.raw))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, Run):
+        return value.name  # a run name is a valid teacher reference
+    return f"<{type(value).__name__} object from the notebook>"
 
 
 def train(recipe: str | dict | Recipe, namespace: dict | None = None, *, name: str | None = None,
