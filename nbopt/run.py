@@ -63,3 +63,33 @@ class Run:
 
     def __repr__(self) -> str:
         return summary_text(self)
+
+
+def load_run(name: str, namespace: dict | None = None) -> Run:
+    """A Run from its folder: the model is rebuilt from the saved recipe and filled with best.pt.
+
+    Works for runs made by other processes (sweep workers, `nbopt run`). Models whose shape was
+    changed by channel pruning cannot be rebuilt from the recipe; their Run has ``model=None``.
+    """
+    import json
+
+    from nbopt.errors import RecipeError
+    from nbopt.plan import check
+    from nbopt.store import find_run
+    folder = find_run(name)
+    plan = check((folder.path / "recipe.yaml").read_text(), namespace)
+    model = plan.model.net
+    try:
+        model.load_state_dict(torch.load(folder.weights, weights_only=True))
+    except RuntimeError:
+        model = None
+    try:
+        history = pd.read_csv(folder.path / "history.csv")
+        metrics = json.loads((folder.path / "metrics.json").read_text())
+    except OSError as exc:
+        raise RecipeError(f"run '{name}' has no finished record ({exc.strerror}: {exc.filename})") from None
+    status = folder.read_status()
+    return Run(name=folder.name, folder=folder.path, recipe=plan.recipe, model=model, history=history,
+               metrics=metrics, status=status.get("status", ""), metric_key=plan.metric_key,
+               model_label=plan.model.label, data_label=plan.data.description,
+               normalization=plan.data.normalization.to_dict() if plan.data.normalization else None)

@@ -1,0 +1,223 @@
+"""``sweep``: a recipe plus a `search:` space → an Optuna study → a ``Sweep``.
+
+Grid, random, TPE and GP sampling; median or Hyperband pruning from the per-epoch metric; a study
+stored on disk (or any Optuna storage) so that an interrupted sweep resumes; `jobs` worker
+processes on this machine, or any number of machines sharing a PostgreSQL study.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import html
+import itertools
+import json
+import multiprocessing
+import os
+
+import optuna
+import pandas as pd
+
+from nbopt.callbacks.interrupt import InterruptGuard
+from nbopt.display.live import in_notebook
+from nbopt.display.plots import register_figure_formatter
+from nbopt.errors import RecipeError
+from nbopt.sweep.board import SweepBoard, trials_table
+from nbopt.sweep.plots import draw_sweep
+from nbopt.sweep.space import check_space, midpoint, parse_space
+from nbopt.sweep.study import (FINISHED, counts, enqueue_grid, masked, open_storage, open_study,
+                               recover_dead_trials, resolve_storage_url)
+from nbopt.sweep.worker import run_trials
+from nbopt.yamltext import load_yaml
+
+SAMPLERS = ("grid", "random", "tpe", "gp")
+PRUNERS = ("median", "hyperband", "none")
+
+
+def _sampler(name: str, seed: int, worker: int = 0):
+    seed = seed + 1000 * worker  # workers of one sweep must not draw the same samples
+    if name in ("grid", "random"):  # grid trials come from the queue; the sampler is never asked
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def _pruner(name: str, epochs: int):
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+def _study_name(base: dict, search: dict) -> str:
+    """Same cell, same study: the default name is a fingerprint of the recipe and its space."""
+    text = json.dumps({"recipe": base, "search": search}, sort_keys=True, default=str)
+    return "sweep-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | None = None, sampler: str = "tpe",
+          pruner: str = "median", metric: str | None = None, direction: str | None = None,
+          storage: str | None = None, study: str | None = None, jobs: int = 1, timeout: float | None = None,
+          allow_space_change: bool = False, live: bool = True, stop: InterruptGuard | None = None) -> "Sweep":
+    """Run (or resume) a sweep until its study holds `trials` finished trials; returns a Sweep."""
+    from nbopt.plan import check, default_namespace
+    namespace = default_namespace() if namespace is None else namespace
+    if isinstance(recipe, str):
+        raw, lines = load_yaml(recipe)
+    else:
+        raw, lines = copy.deepcopy(recipe), {}
+    search = raw.pop("search", None)
+    params = parse_space(search, lines)
+    if sampler not in SAMPLERS:
+        raise RecipeError(f"--sampler can be {', '.join(SAMPLERS)}, got {sampler}")
+    if pruner not in PRUNERS:
+        raise RecipeError(f"--pruner can be {', '.join(PRUNERS)}, got {pruner}")
+    if jobs < 1:
+        raise RecipeError(f"--jobs must be at least 1, got {jobs}")
+    check_space(raw, params, lines)
+    plan = check(midpoint(raw, params), namespace)  # model and data resolve; shapes fit
+    metric = metric or plan.metric_key
+    if metric not in ("val_loss", plan.metric_key):
+        raise RecipeError(f"--metric can be val_loss or {plan.metric_key}, got {metric}")
+    direction = direction or ("maximize" if metric.endswith("acc") else "minimize")
+    if direction not in ("maximize", "minimize"):
+        raise RecipeError(f"--direction can be maximize or minimize, got {direction}")
+    grid_points = None
+    if sampler == "grid":
+        labels = [[_stored(p, v) for v in p.grid()] for p in params]
+        grid_points = [dict(zip([p.key for p in params], combo)) for combo in itertools.product(*labels)]
+        trials = trials or len(grid_points)
+    trials = trials or 20
+    url = resolve_storage_url(storage)
+    store = open_storage(url)
+    name = study or _study_name(raw, search)
+    space_text = json.dumps({p.key: p.describe() for p in params})
+    seed = plan.recipe.seed
+    optuna_study, created = open_study(store, name, direction, _sampler(sampler, seed), _pruner(pruner, plan.recipe.epochs),
+                                       space_text, allow_space_change)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    recover_dead_trials(optuna_study)
+    if grid_points is not None:
+        enqueue_grid(optuna_study, grid_points, created)
+    guard = stop or InterruptGuard()
+    board = SweepBoard(optuna_study, trials, metric, direction == "maximize", live and in_notebook()) if live else None
+    work = dict(base=raw, params=params, trials=trials, metric=metric, namespace=namespace, grid=sampler == "grid",
+                timeout=timeout)
+    if jobs == 1:
+        run_trials(optuna_study, guard=guard, board=board, **work)
+    else:
+        _run_workers(store, name, sampler, pruner, plan.recipe.epochs, seed, jobs, work, board, guard)
+    result = Sweep(optuna_study, metric, masked(url), namespace, interrupted=guard.requested)
+    if board is not None:
+        board.close(repr(result), result._repr_html_())
+    return result
+
+
+def _stored(param, value):
+    """A grid value as Optuna stores it (choices by their label)."""
+    from nbopt.sweep.space import _label
+    return _label(value) if param.kind == "choice" else value
+
+
+def _worker_main(storage, name, sampler, pruner, epochs, seed, worker, threads, work):
+    import torch
+    torch.set_num_threads(threads)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(sampler, seed, worker),
+                              pruner=_pruner(pruner, epochs))
+    run_trials(study, guard=InterruptGuard(), board=None, **work)
+
+
+def _run_workers(storage, name, sampler, pruner, epochs, seed, jobs, work, board, guard) -> None:
+    """`jobs` forked worker processes (they inherit the notebook's objects); the board polls the study."""
+    context = multiprocessing.get_context("fork")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    workers = [context.Process(target=_worker_main, args=(storage, name, sampler, pruner, epochs, seed, i + 1,
+                                                           threads, work), daemon=True) for i in range(jobs)]
+    for w in workers:
+        w.start()
+    try:
+        while any(w.is_alive() for w in workers):
+            for w in workers:
+                w.join(timeout=1.0 / jobs)
+            if board is not None:
+                board.poll()
+    except KeyboardInterrupt:
+        guard.request_stop()
+        for w in workers:
+            if w.is_alive():
+                os.kill(w.pid, 2)  # SIGINT: each worker stops its trial cleanly and records it
+        for w in workers:
+            w.join(timeout=30)
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+
+
+class Sweep:
+    """A finished (or interrupted) sweep: `.study`, `.trials`, `.best` (a Run), `.plot()`."""
+
+    def __init__(self, study: optuna.Study, metric: str, storage_label: str, namespace: dict | None,
+                 interrupted: bool = False):
+        self.study = study
+        self.metric = metric
+        self.storage = storage_label  # password masked
+        self.interrupted = interrupted
+        self._namespace = namespace
+        self._best = None
+
+    @property
+    def trials(self) -> pd.DataFrame:
+        return trials_table(self.study)
+
+    @property
+    def best_trial(self) -> optuna.trial.FrozenTrial | None:
+        try:
+            return self.study.best_trial
+        except ValueError:
+            return None
+
+    @property
+    def best(self):
+        """The best trial's Run, with its saved weights (rebuilt from its folder if another process ran it)."""
+        if self._best is None and self.best_trial is not None:
+            from nbopt.run import load_run
+            from nbopt.training import SESSION_RUNS
+            run_name = self.best_trial.user_attrs.get("run")
+            self._best = SESSION_RUNS.get(run_name) or load_run(run_name, self._namespace)
+        return self._best
+
+    def plot(self):
+        register_figure_formatter()
+        return draw_sweep(self.study, self.metric)
+
+    def _counts(self) -> str:
+        states = pd.Series([t.state.name.lower() for t in self.study.get_trials(deepcopy=False)])
+        return ", ".join(f"{n} {s}" for s, n in states.value_counts().items())
+
+    def _summary(self) -> list[tuple[str, str]]:
+        best = self.best_trial
+        rows = [("study", f"{self.study.study_name} in {self.storage}"), ("trials", self._counts())]
+        if best is not None:
+            rows += [("best trial", f"#{best.number}: {self.metric} {best.value:.4g}"),
+                     ("best parameters", ", ".join(f"{k}={v}" for k, v in best.params.items())),
+                     ("best run", str(best.user_attrs.get("run")))]
+        if self.interrupted:
+            rows.append(("note", "interrupted: run the same cell again to finish the missing trials"))
+        return rows
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in self._summary())
+        return f"<div><b>nbopt sweep</b><table>{rows}</table></div>"
+
+    def __repr__(self) -> str:
+        return "nbopt sweep\n" + "\n".join(f"  {k}: {v}" for k, v in self._summary())
+
+
+def finished(study: optuna.Study) -> int:
+    return counts(study)["finished"]
+
+
+__all__ = ["sweep", "Sweep", "SAMPLERS", "PRUNERS", "FINISHED"]

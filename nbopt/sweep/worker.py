@@ -1,0 +1,107 @@
+"""Running trials: a trial is one nbopt run of the recipe with the trial's parameters.
+
+The same loop serves a notebook cell, each of `--jobs` worker processes, and `nbopt sweep` on other
+machines: take a trial (a queued grid point, or a new sample), train, report each epoch's metric
+so the pruner can stop bad trials early, and record the result in the study.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from nbopt.callbacks.interrupt import InterruptGuard
+from nbopt.callbacks.recorder import Listener
+from nbopt.errors import RecipeError
+from nbopt.sweep.space import Param, apply
+from nbopt.sweep.study import FINISHED, claim_queued_trial, counts, worker_identity
+
+
+class _TrialReporter(Listener):
+    """Reports each epoch's metric to Optuna; asks the Trainer to stop when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, epochs: int, board=None):
+        self.trial, self.metric, self.epochs, self.board = trial, metric, epochs, board
+        self.pruned = False
+
+    def on_step(self, recorder, trainer) -> None:
+        if self.board is not None:
+            self.board.progress(self.trial.number, recorder, trainer, self.epochs)
+
+    def on_epoch(self, recorder, trainer, row) -> None:
+        value = row.get(self.metric, math.nan)
+        self.trial.set_user_attr("heartbeat", time.time())
+        self.trial.set_user_attr("epoch", row["epoch"])
+        if value is None or not math.isfinite(value):
+            return
+        self.trial.report(value, row["epoch"])
+        if self.trial.should_prune():
+            self.pruned = True
+            trainer.should_stop = True
+
+
+def run_trials(study: optuna.Study, base: dict, params: list[Param], *, trials: int, metric: str,
+               namespace: dict | None, grid: bool, guard: InterruptGuard, board=None,
+               timeout: float | None = None) -> None:
+    """Run trials until the study holds `trials` finished ones (or the grid is done, or time is up)."""
+    from nbopt.plan import check
+    from nbopt.training import execute
+
+    deadline = time.monotonic() + timeout if timeout else None
+    while not guard.requested and (deadline is None or time.monotonic() < deadline):
+        state = counts(study)
+        if grid:
+            trial = claim_queued_trial(study)
+            if trial is None:
+                return
+        else:
+            if state["finished"] + state["running"] >= trials:
+                return
+            trial = study.ask()
+        for key, value in worker_identity().items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("heartbeat", time.time())
+        recipe = base
+        for param in params:
+            recipe = apply(recipe, param.key, param.suggest(trial))
+        try:
+            plan = check(recipe, namespace)
+        except RecipeError as exc:  # a combination the space allowed but the data or model cannot take
+            trial.set_user_attr("error", str(exc))
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        reporter = _TrialReporter(trial, metric, plan.recipe.epochs, board)
+        if board is not None:
+            board.started(trial.number)
+        try:
+            run = execute(plan, name=f"{study.study_name}-trial{trial.number}", live=False, stop=guard,
+                          listeners=[reporter])
+        except Exception as exc:  # record the failure in the study so the sweep can go on and show it
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:300])
+            study.tell(trial, state=TrialState.FAIL)
+            if board is not None:
+                board.finished(study)
+            continue
+        trial.set_user_attr("run", run.name)
+        trial.set_user_attr("epochs", run.metrics["epochs_run"])
+        trial.set_user_attr("seconds", run.metrics["seconds"])
+        if run.status == "interrupted":
+            study.tell(trial, state=TrialState.FAIL)  # not finished: re-running the cell retries it
+            if grid:
+                study.enqueue_trial(trial.params)
+        elif reporter.pruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            value = run.metrics.get(metric)
+            if value is None or not math.isfinite(value):
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                study.tell(trial, value)
+        if board is not None:
+            board.finished(study)
+
+
+def finished_count(study: optuna.Study) -> int:
+    return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
