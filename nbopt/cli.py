@@ -28,6 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--name", help="run name (folder under nbopt-runs/)")
     check_p = sub.add_parser("check", help="validate a recipe and show the plan, without training")
     check_p.add_argument("recipe")
+    sweep_p = sub.add_parser("sweep", help="run sweep trials; several machines can share one --storage")
+    sweep_p.add_argument("recipe")
+    sweep_p.add_argument("--trials", type=int)
+    sweep_p.add_argument("--sampler", default="tpe", choices=("grid", "random", "tpe", "gp"))
+    sweep_p.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
+    sweep_p.add_argument("--metric")
+    sweep_p.add_argument("--direction", choices=("maximize", "minimize"))
+    sweep_p.add_argument("--storage", help="Optuna storage URL, or $VARIABLE holding one")
+    sweep_p.add_argument("--study")
+    sweep_p.add_argument("--jobs", type=int, default=1)
+    sweep_p.add_argument("--timeout", type=float)
+    sweep_p.add_argument("--allow-space-change", action="store_true")
     sub.add_parser("runs", help="list the recorded runs")
     export_p = sub.add_parser("export", help="write a run's recipe to a YAML file")
     export_p.add_argument("name")
@@ -54,6 +66,13 @@ def _dispatch(args) -> int:
         run = train(text, {}, name=args.name)
         print(f"Best weights: {run.checkpoint}")
         return 0 if run.status != "interrupted" else 130
+    if args.command == "sweep":
+        sys.path.insert(0, str(Path(args.recipe).resolve().parent))
+        from nbopt.sweep import sweep
+        result = sweep(_read(args.recipe), {}, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
+                       metric=args.metric, direction=args.direction, storage=args.storage, study=args.study,
+                       jobs=args.jobs, timeout=args.timeout, allow_space_change=args.allow_space_change)
+        return 130 if result.interrupted else 0
     if args.command == "runs":
         from nbopt.store import list_runs
         for row in list_runs():

@@ -46,6 +46,8 @@ KEYS = {
 SUBCOMMANDS = {
     "%%nbopt train [--name NAME] [--out VAR] [--dry-run]": "train once from the recipe in the cell",
     "%%nbopt compare [--repeats N] [--out VAR]": "train the recipe's `variants:` side by side",
+    "%%nbopt sweep [--trials N] [--sampler grid|random|tpe|gp] [--pruner median|hyperband|none] [--jobs N] "
+    "[--storage URL] [--study NAME] [--out VAR]": "search the recipe's `search:` space with Optuna; resumable",
     "%%nbopt show-augment (or %nbopt show-augment RUN)": "a grid of augmented training samples",
     "%nbopt runs": "table of the runs recorded in nbopt-runs/",
     "%nbopt export NAME [--to FILE]": "write a run's recipe to a YAML file for `nbopt run`",

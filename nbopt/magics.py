@@ -32,6 +32,22 @@ def _compare_args(line):
 
 
 @magic_arguments()
+@argument("--trials", type=int, help="finished trials the study should hold (default: the grid's size, else 20)")
+@argument("--sampler", default="tpe", help="grid, random, tpe (default) or gp")
+@argument("--pruner", default="median", help="median (default), hyperband or none")
+@argument("--metric", help="val_acc / val_mae (default) or val_loss")
+@argument("--direction", help="maximize or minimize (default: from the metric)")
+@argument("--storage", help="an Optuna storage URL, or $VARIABLE holding one (default: a local journal file)")
+@argument("--study", help="study name (default: derived from the recipe, so the same cell resumes)")
+@argument("--jobs", type=int, default=1, help="worker processes on this machine")
+@argument("--timeout", type=float, help="stop starting trials after this many seconds")
+@argument("--allow-space-change", action="store_true", help="add to a study made with another search space")
+@argument("--out", default="sweep", help="variable that receives the Sweep (default: sweep)")
+def _sweep_args(line):
+    """%%nbopt sweep: search the recipe's `search:` space with Optuna; resumable."""
+
+
+@magic_arguments()
 @argument("name", help="the run's name, as listed by %%nbopt runs")
 @argument("--to", help="file to write (default: NAME.yaml)")
 def _export_args(line):
@@ -44,7 +60,7 @@ def _help_args(line):
     """%nbopt help: list sub-commands and recipe keys, or what one key accepts."""
 
 
-_PLANNED = {"sweep": "%%nbopt sweep", "panel": "%nbopt panel"}
+_PLANNED = {"panel": "%nbopt panel"}
 
 
 def _show(text: str, html: str) -> None:
@@ -63,6 +79,8 @@ class NboptMagics(Magics):
                 return self._compare(rest, cell)
             if command == "show-augment":
                 return self._show_augment(cell)
+            if command == "sweep":
+                return self._sweep(rest, cell)
             if command in _PLANNED:
                 raise UsageError(f"{_PLANNED[command]} is not available in this version of nbopt yet")
             raise UsageError(f"unknown cell command '{command}'; use `%%nbopt train` (see `%nbopt help`)")
@@ -101,6 +119,19 @@ class NboptMagics(Magics):
         self.shell.user_ns[args.out] = compare(cell, self.shell.user_ns, repeats=args.repeats)
         return None
 
+    def _sweep(self, rest: str, cell: str):
+        from nbopt.sweep import sweep
+        args = parse_argstring(_sweep_args, rest)
+        if not args.out.isidentifier():
+            raise UsageError(f"--out must be a Python variable name, got '{args.out}'")
+        result = sweep(cell, self.shell.user_ns, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
+                       metric=args.metric, direction=args.direction, storage=args.storage, study=args.study,
+                       jobs=args.jobs, timeout=args.timeout, allow_space_change=args.allow_space_change)
+        self.shell.user_ns[args.out] = result
+        if result.best_trial is not None:
+            display(result.plot())
+        return None
+
     def _show_augment(self, cell: str | None, variable: str = ""):
         """The recipe in the cell, or the recipe of a Run (a variable name; default: the last run)."""
         from nbopt.display.augment_grid import show_augment
@@ -136,4 +167,4 @@ class NboptMagics(Magics):
 
 NboptMagics.nbopt.__doc__ = "nbopt: optimise a model from a recipe.\n\n" + "\n".join(
     f"  {usage}\n      {what}" for usage, what in SUBCOMMANDS.items()) + "\n\n" + "\n\n".join(
-    f.__doc__ for f in (_train_args, _compare_args, _export_args, _help_args))
+    f.__doc__ for f in (_train_args, _compare_args, _sweep_args, _export_args, _help_args))
