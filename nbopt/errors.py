@@ -17,6 +17,7 @@ class RecipeError(UsageError, ValueError):
     def __init__(self, message: str, *, key: str | None = None, line: int | None = None):
         self.key = key
         self.line = line
+        self.message = message  # without the "key (line N): " prefix
         where = ""
         if key is not None:
             where = f"{key}" + (f" (line {line})" if line is not None else "") + ": "

@@ -67,7 +67,10 @@ def resolve_data(ref: Reference, recipe: Recipe) -> DataBundle:
     line = recipe.line("data")
     if ref.builtin is not None:
         entry, kwargs = DATASETS.resolve(ref.builtin, "data", line)
-        array = entry.build(**kwargs)
+        try:
+            array = entry.build(**kwargs)
+        except RecipeError as exc:  # a builder's own error (no torchvision, failed download): add the line
+            raise RecipeError(exc.message, key="data", line=line) from None
         return _from_arrays(array.x, array.y, recipe, array.description, array.test)
     obj = ref.obj
     if ref.call_args is not None and callable(obj):
@@ -79,13 +82,13 @@ def resolve_data(ref: Reference, recipe: Recipe) -> DataBundle:
     if isinstance(obj, pl.LightningDataModule):
         return _from_datamodule(obj, recipe, ref.label)
     if isinstance(obj, (tuple, list)) and len(obj) in (2, 3):
-        if all(_is_array(part) for part in obj[:2]) and len(obj[0]) == len(obj[1]) and len(obj) == 2:
+        if len(obj) == 2 and all(_is_array(part) for part in obj):
             return _from_arrays(_tensor(obj[0], torch.float32), _tensor(obj[1]), recipe, f"{ref.label}: arrays")
         if all(isinstance(part, (Dataset, DataLoader)) for part in obj):
             return _from_splits(list(obj), recipe, ref.label)
     if isinstance(obj, TensorDataset) and len(obj.tensors) == 2:
         return _from_arrays(*obj.tensors, recipe, f"{ref.label}: TensorDataset")
-    raise RecipeError(f"'{ref.label}' is a {type(obj).__name__}; expected a LightningDataModule, a (train, val) "
+    raise RecipeError(f"'{ref.label}' is of type {type(obj).__name__}; expected a LightningDataModule, a (train, val) "
                       "pair of Datasets or DataLoaders, an (X, y) pair of arrays, or a DataFrame with `target:`",
                       key="data", line=line)
 

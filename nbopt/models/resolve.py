@@ -62,7 +62,7 @@ def _instantiate(ref: Reference, line: int | None) -> nn.Module:
         if isinstance(made, nn.Module):
             return made
         raise RecipeError(f"'{ref.label}' returned {type(made).__name__}, not an nn.Module", key="model", line=line)
-    raise RecipeError(f"'{ref.label}' is a {type(obj).__name__}; expected an nn.Module, a LightningModule, "
+    raise RecipeError(f"'{ref.label}' is of type {type(obj).__name__}; expected an nn.Module, a LightningModule, "
                       "or a class/function that returns one", key="model", line=line)
 
 

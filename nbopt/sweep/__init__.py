@@ -94,9 +94,9 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
     name = study or _study_name(raw, search)
     space_text = json.dumps({p.key: p.describe() for p in params})
     seed = plan.recipe.seed
-    optuna_study, created = open_study(store, name, direction, _sampler(sampler, seed), _pruner(pruner, plan.recipe.epochs),
-                                       space_text, allow_space_change)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna_study, created = open_study(store, name, direction, _sampler(sampler, seed),
+                                       _pruner(pruner, plan.recipe.epochs), space_text, allow_space_change)
     recover_dead_trials(optuna_study)
     if grid_points is not None:
         enqueue_grid(optuna_study, grid_points, created)
