@@ -137,8 +137,11 @@ class _CompareLive(Listener):
 
 
 def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int = 1, live: bool = True,
-            stop: InterruptGuard | None = None) -> "Comparison":
-    """Train every variant (× `repeats` seeds) and return a Comparison. All recipes are checked first."""
+            stop: InterruptGuard | None = None, listeners: list[Listener] = ()) -> "Comparison":
+    """Train every variant (× `repeats` seeds) and return a Comparison. All recipes are checked first.
+
+    `listeners` hear every run's steps and epochs (the panel shows progress with one).
+    """
     from nbopt.training import execute
     if repeats < 1:
         raise RecipeError(f"--repeats must be at least 1, got {repeats}")
@@ -167,7 +170,8 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
             elif live:
                 print(f"— {label}")
             run = execute(plan, name=f"{name}-seed{plan.recipe.seed}" if repeats > 1 else name,
-                          live=live and board is None, stop=guard, listeners=[board] if board else [])
+                          live=live and board is None, stop=guard,
+                          listeners=[*([board] if board else []), *listeners])
             if board:
                 board.done_runs += 1
             all_runs[name].append(run)

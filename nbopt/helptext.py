@@ -49,6 +49,7 @@ SUBCOMMANDS = {
     "%%nbopt sweep [--trials N] [--sampler grid|random|tpe|gp] [--pruner median|hyperband|none] [--jobs N] "
     "[--storage URL] [--study NAME] [--out VAR]": "search the recipe's `search:` space with Optuna; resumable",
     "%%nbopt show-augment (or %nbopt show-augment RUN)": "a grid of augmented training samples",
+    "%nbopt panel [RUN]": "the recipe as controls: Train, Compare with last, Sweep, Stop, As cell",
     "%nbopt runs": "table of the runs recorded in nbopt-runs/",
     "%nbopt export NAME [--to FILE]": "write a run's recipe to a YAML file for `nbopt run`",
     "%nbopt help [KEY]": "this help, or what KEY accepts",

@@ -60,9 +60,6 @@ def _help_args(line):
     """%nbopt help: list sub-commands and recipe keys, or what one key accepts."""
 
 
-_PLANNED = {"panel": "%nbopt panel"}
-
-
 def _show(text: str, html: str) -> None:
     display({"text/plain": text, "text/html": html}, raw=True)
 
@@ -81,8 +78,6 @@ class NboptMagics(Magics):
                 return self._show_augment(cell)
             if command == "sweep":
                 return self._sweep(rest, cell)
-            if command in _PLANNED:
-                raise UsageError(f"{_PLANNED[command]} is not available in this version of nbopt yet")
             raise UsageError(f"unknown cell command '{command}'; use `%%nbopt train` (see `%nbopt help`)")
         if command in ("", "help"):
             args = parse_argstring(_help_args, rest)
@@ -95,8 +90,8 @@ class NboptMagics(Magics):
             return self._export(rest)
         if command == "train":
             raise UsageError("%%nbopt train is a cell magic: write the recipe in the lines below `%%nbopt train`")
-        if command in _PLANNED:
-            raise UsageError(f"{_PLANNED[command]} is not available in this version of nbopt yet")
+        if command == "panel":
+            return self._panel(rest.strip())
         raise UsageError(f"unknown command '{command}'; see `%nbopt help`")
 
     def _train(self, rest: str, cell: str):
@@ -130,6 +125,19 @@ class NboptMagics(Magics):
         self.shell.user_ns[args.out] = result
         if result.best_trial is not None:
             display(result.plot())
+        return None
+
+    def _panel(self, variable: str):
+        """The panel, empty or opened from a recipe: a Run, a Recipe, a dict or YAML text in a variable."""
+        from nbopt.widgets.panel import Panel
+        recipe = None
+        if variable:
+            if variable not in self.shell.user_ns:
+                raise UsageError(f"no variable named '{variable}'; give a Run or a recipe, e.g. `%nbopt panel run`")
+            recipe = self.shell.user_ns[variable]
+        panel = Panel(self.shell.user_ns, recipe)
+        self.shell.user_ns["panel"] = panel
+        display(panel)
         return None
 
     def _show_augment(self, cell: str | None, variable: str = ""):

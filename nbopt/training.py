@@ -67,21 +67,22 @@ def _plain(value):
 
 
 def train(recipe: str | dict | Recipe, namespace: dict | None = None, *, name: str | None = None,
-          live: bool = True, stop: InterruptGuard | None = None) -> Run:
+          live: bool = True, stop: InterruptGuard | None = None, sink=None) -> Run:
     """Train once from a recipe and return the Run (best weights, history, metrics).
 
     `namespace` is where recipe names like ``model: net`` are looked up (default: the notebook's
-    variables). `live=False` trains silently. Interrupting the kernel stops after the current step
-    and still returns the Run, marked interrupted.
+    variables). `live=False` trains silently; `sink` sends the live status and figure somewhere else
+    than the cell (the panel's widgets). Interrupting the kernel — or `stop.request_stop()` — stops
+    after the current step and still returns the Run, marked interrupted.
     """
-    return execute(check(recipe, namespace), name=name, live=live, stop=stop)
+    return execute(check(recipe, namespace), name=name, live=live, stop=stop, sink=sink)
 
 
 def execute(plan: Plan, *, name: str | None = None, live: bool = True, stop: InterruptGuard | None = None,
-            listeners: list[Listener] = ()) -> Run:
+            listeners: list[Listener] = (), sink=None) -> Run:
     """Train a checked plan. `listeners` hear every step and epoch (compare's shared live figure)."""
     tune_allocator()
-    session = _Session(plan, name, live, stop or InterruptGuard(), listeners)
+    session = _Session(plan, name, live, stop or InterruptGuard(), listeners, sink)
     with quiet_lightning():
         try:
             session.run_stages()
@@ -100,7 +101,7 @@ class _Session:
     each a Trainer fit of the same module. The history, live output and run folder span them all.
     """
 
-    def __init__(self, plan: Plan, name: str | None, live: bool, guard: InterruptGuard, listeners):
+    def __init__(self, plan: Plan, name: str | None, live: bool, guard: InterruptGuard, listeners, sink=None):
         recipe, data = plan.recipe, plan.data
         self.plan, self.recipe, self.data, self.guard = plan, recipe, data, guard
         self.folder = RunFolder.create(name or recipe.name)
@@ -112,8 +113,8 @@ class _Session:
         self.monitor = es.monitor if es else "val_loss"
         self.mode = monitor_mode(self.monitor, es.mode if es else None)
         self.live = live
-        self.live_output = LiveOutput(self.folder.name, compression.total_epochs(recipe), plan.metric_key) \
-            if live else None
+        self.live_output = LiveOutput(self.folder.name, compression.total_epochs(recipe), plan.metric_key,
+                                      sink=sink) if live else None
         self.recorder = Recorder(plan.metric_key, [_HistoryWriter(self.folder),
                                                    *([self.live_output] if self.live_output else []), *listeners],
                                  extra=compression.history_columns(recipe, self.target))

@@ -1,9 +1,9 @@
 """Live progress while a run trains.
 
-In a notebook: one status line and one figure, each a display handle updated in place (no
+In a notebook: one status line and one figure, updated in place (display handles, no
 ``clear_output`` flicker), throttled so that drawing never costs more than a few percent of the
-run. The final figure stays in the saved notebook. Elsewhere (a terminal, ``nbopt run``): one
-plain line per epoch.
+run; the final figure stays in the saved notebook. Inside the panel the same two things go to
+widgets. Elsewhere (a terminal, ``nbopt run``): one plain line per epoch.
 """
 from __future__ import annotations
 
@@ -39,28 +39,40 @@ def _fmt(value: float) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
 
 
+class DisplaySink:
+    """Two notebook display handles, created where the cell's output is."""
+
+    def __init__(self):
+        from IPython.display import display
+        self._status = display({"text/plain": ""}, raw=True, display_id=True)
+        self._figure = display({"text/plain": ""}, raw=True, display_id=True)
+
+    def status(self, text: str, html_text: str | None = None) -> None:
+        self._status.update({"text/plain": text, "text/html": html_text or f"<code>{html.escape(text)}</code>"},
+                            raw=True)
+
+    def figure(self, png: bytes, label: str) -> None:
+        self._figure.update({"image/png": png, "text/plain": f"<{label}>"}, raw=True)
+
+
 class LiveOutput(Listener):
-    def __init__(self, title: str, epochs: int, metric_key: str, notebook: bool | None = None, stream=None):
+    def __init__(self, title: str, epochs: int, metric_key: str, notebook: bool | None = None, stream=None,
+                 sink=None):
         self.title = title
         self.epochs = epochs
         self.metric_key = metric_key
-        self.notebook = in_notebook() if notebook is None else notebook
+        self.sink = sink  # where the status and figure go; made at start() in a notebook when not given
+        self.notebook = sink is not None or (in_notebook() if notebook is None else notebook)
         self.stream = stream
-        self._status = None
-        self._figure = None
         self._last_status = 0.0
         self._next_figure = 0.0
         self._rows: list[dict] = []
 
-    # -- notebook ---------------------------------------------------------------------------
     def start(self) -> None:
         if self.notebook:
-            from IPython.display import display
-            self._status = display(self._bundle(f"{self.title}: starting…"), raw=True, display_id=True)
-            self._figure = display({"text/plain": ""}, raw=True, display_id=True)
-
-    def _bundle(self, text: str) -> dict:
-        return {"text/plain": text, "text/html": f"<code>{html.escape(text)}</code>"}
+            if self.sink is None:
+                self.sink = DisplaySink()
+            self.sink.status(f"{self.title}: starting…")
 
     def _progress_text(self, recorder, trainer) -> str:
         epoch = recorder.epoch_offset + trainer.current_epoch + 1
@@ -83,16 +95,15 @@ class LiveOutput(Listener):
         now = time.monotonic()
         if now - self._last_status >= STATUS_INTERVAL:
             self._last_status = now
-            self._status.update(self._bundle(self._progress_text(recorder, trainer)), raw=True)
+            self.sink.status(self._progress_text(recorder, trainer))
 
     def on_epoch(self, recorder, trainer, row: dict) -> None:
         self._rows.append(row)
         if not self.notebook:
             self._print_row(row)
             return
-        self._status.update(self._bundle(self._progress_text(recorder, trainer)), raw=True)
-        now = time.monotonic()
-        if now >= self._next_figure:
+        self.sink.status(self._progress_text(recorder, trainer))
+        if time.monotonic() >= self._next_figure:
             drawn = time.monotonic()
             self._show_figure()
             cost = time.monotonic() - drawn
@@ -100,9 +111,8 @@ class LiveOutput(Listener):
 
     def _show_figure(self) -> None:
         fig = draw_history({self.title: pd.DataFrame(self._rows)}, self.metric_key, self.title)
-        self._figure.update({"image/png": figure_png(fig), "text/plain": f"<curves of {self.title}>"}, raw=True)
+        self.sink.figure(figure_png(fig), f"curves of {self.title}")
 
-    # -- terminal ---------------------------------------------------------------------------
     def _print_row(self, row: dict) -> None:
         parts = [f"epoch {row['epoch']}/{self.epochs}"]
         for key in ("train_loss", "val_loss", self.metric_key):
@@ -111,11 +121,10 @@ class LiveOutput(Listener):
         parts.append(f"{row.get('seconds', 0):.1f}s")
         print("  ".join(parts), file=self.stream, flush=True)
 
-    # -- end --------------------------------------------------------------------------------
     def finish(self, run) -> None:
         if self.notebook:
             if self._rows:
                 self._show_figure()
-            self._status.update({"text/plain": summary_text(run), "text/html": summary_html(run)}, raw=True)
+            self.sink.status(summary_text(run), summary_html(run))
         else:
             print(summary_text(run), file=self.stream, flush=True)

@@ -1,0 +1,1 @@
+"""The ipywidgets panel: the recipe as controls."""
