@@ -248,7 +248,7 @@ def _prepare_batches(module: pl.LightningModule, augmenter, normalization) -> No
 
 def _run_lr_find(plan: Plan, module, folder: RunFolder, live: bool) -> float:
     """The LR range test; its curve is saved with the run and shown before training starts."""
-    result = find_lr(module, plan.data.train, plan.data.val, folder.path)
+    result = find_lr(module, plan.data.train, plan.data.val, folder.path, progress=live)
     module.lr_override = result.suggestion
     frame = pd.DataFrame({"lr": result.lrs, "loss": result.losses})
     atomic_write_text(folder.path / "lr_find.csv", frame.to_csv(index=False))

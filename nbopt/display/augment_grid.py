@@ -10,7 +10,11 @@ from nbopt.techniques.augment import build_augmenter
 
 
 def show_augment(recipe, namespace: dict | None = None, samples: int = 6, versions: int = 4, seed: int = 0) -> Figure:
-    """A grid: each row one training sample, first as stored, then `versions` augmented draws."""
+    """A grid: each row one sample, first as stored, then `versions` augmented draws.
+
+    The samples are the first of the validation split: it is not shuffled, so the grid is the same
+    every time, and augmentation treats every split's samples alike.
+    """
     from nbopt.plan import check
     from nbopt.recipe import parse_recipe
 

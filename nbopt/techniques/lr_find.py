@@ -7,6 +7,8 @@ weights afterwards.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from dataclasses import dataclass
 
@@ -24,12 +26,14 @@ class LRFindResult:
 
 
 def find_lr(module: pl.LightningModule, train, val, root_dir, min_lr: float = 1e-6, max_lr: float = 1.0,
-            steps: int = 100) -> LRFindResult:
+            steps: int = 100, progress: bool = True) -> LRFindResult:
     trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          default_root_dir=str(root_dir), max_epochs=10**6)
-    finder = Tuner(trainer).lr_find(module, train_dataloaders=train, val_dataloaders=val, min_lr=min_lr,
-                                    max_lr=max_lr, num_training=steps, update_attr=False)
+    quiet = contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())
+    with quiet:  # Lightning's range test always draws its own progress bar
+        finder = Tuner(trainer).lr_find(module, train_dataloaders=train, val_dataloaders=val, min_lr=min_lr,
+                                        max_lr=max_lr, num_training=steps, update_attr=False)
     suggestion = finder.suggestion() if finder is not None else None
     if suggestion is None or not math.isfinite(suggestion):
         raise RecipeError("the LR range test found no LR where the loss falls; set the optimizer's lr by hand "

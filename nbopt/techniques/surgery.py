@@ -74,14 +74,14 @@ def _hidden_activations(model: nn.Module) -> list[nn.Module]:
     return [m for m in order[:last] if isinstance(m, ACTIVATION_TYPES)]
 
 
-def add_dropout(model: nn.Module, p: float) -> int:
+def add_dropout(model: nn.Module, p: float, line: int | None = None) -> int:
     hidden = {id(m) for m in _hidden_activations(model)}
     if not hidden:
-        raise _functional_error("dropout")
+        raise _functional_error("dropout", line)
     return _insert_after(model, lambda m: id(m) in hidden, lambda m: nn.Dropout(p))
 
 
-def swap_activations(model: nn.Module, component) -> int:
+def swap_activations(model: nn.Module, component, line: int | None = None) -> int:
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -89,24 +89,26 @@ def swap_activations(model: nn.Module, component) -> int:
                 setattr(parent, name, build_activation(component))
                 count += 1
     if not count:
-        raise _functional_error("activation")
+        raise _functional_error("activation", line)
     return count
 
 
-def _functional_error(key: str) -> RecipeError:
+def _functional_error(key: str, line: int | None) -> RecipeError:
     return RecipeError(f"the model has no activation modules to change (it probably calls functions such as "
                        f"F.relu in forward, which nbopt cannot see); use nn.ReLU() etc. as layers, or set {key} "
-                       "in the model's own code", key=key)
+                       "in the model's own code", key=key, line=line)
 
 
 def apply_surgery(model: nn.Module, recipe) -> list[str]:
     """Apply the recipe's model changes in a fixed order; returns what was done, for the plan."""
     done = []
     if recipe.activation is not None:
-        done.append(f"activation → {recipe.activation} ({swap_activations(model, recipe.activation)} swapped)")
+        swapped = swap_activations(model, recipe.activation, recipe.line("activation"))
+        done.append(f"activation → {recipe.activation} ({swapped} swapped)")
     if recipe.batchnorm:
         n = add_batchnorm(model)
         done.append(f"BatchNorm after {n} layer(s)" if n else "batchnorm: the model already normalises every layer")
     if recipe.dropout:
-        done.append(f"Dropout({recipe.dropout}) after {add_dropout(model, recipe.dropout)} activation(s)")
+        added = add_dropout(model, recipe.dropout, recipe.line("dropout"))
+        done.append(f"Dropout({recipe.dropout}) after {added} activation(s)")
     return done
