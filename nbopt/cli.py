@@ -64,7 +64,9 @@ def _dispatch(args) -> int:
             return 0
         from nbopt.training import train
         run = train(text, {}, name=args.name)
-        print(f"Best weights: {run.checkpoint}")
+        from nbopt.parallel import is_distributed_child
+        if not is_distributed_child():
+            print(f"Best weights: {run.checkpoint}")
         return 0 if run.status != "interrupted" else 130
     if args.command == "sweep":
         sys.path.insert(0, str(Path(args.recipe).resolve().parent))

@@ -38,6 +38,8 @@ KEYS = {
     "distill": ("train as the student of a frozen teacher (a notebook model, a Run, or a run name)",
                 "{teacher: big_net, temperature: 4, alpha: 0.7}"),
     "quantize": ("post-training int8 dynamic quantization of Linear layers (CPU), validated again", "dynamic"),
+    "devices": ("how many devices (processes on CPU, GPUs on a GPU machine) train together (default 1)", "2"),
+    "strategy": ("how they share the work: ddp (data parallel), fsdp (sharded, from a shell on GPUs)", "ddp"),
     "grad_clip": ("clip the gradient norm to this value", "1.0"),
     "accumulate": ("accumulate gradients over this many batches per optimizer step", "4"),
     "precision": ("numeric precision, as Lightning names it (32-true, bf16-mixed, 16-mixed, ...)", "bf16-mixed"),

@@ -77,6 +77,9 @@ class Plan:
             items.append(f"gradient clipping at {r.grad_clip}")
         if r.accumulate > 1:
             items.append(f"gradient accumulation over {r.accumulate} batches")
+        if r.devices != 1 or r.strategy != "auto":
+            items.append(f"{r.devices} devices, strategy {r.strategy}: each process takes 1/{r.devices} of every "
+                         f"epoch; effective batch size {r.batch_size} × {r.devices}")
         if r.precision not in ("32-true", "32"):
             items.append(f"precision {r.precision}")
         return items
@@ -121,6 +124,9 @@ def default_namespace() -> dict:
 def check(recipe: str | dict | Recipe, namespace: dict | None = None) -> Plan:
     """Validate a recipe and resolve its model and data, without training."""
     recipe = parse_recipe(recipe)
+    from nbopt.display.live import in_notebook
+    from nbopt.parallel import preflight
+    preflight(recipe, in_notebook())
     namespace = default_namespace() if namespace is None else namespace
     data_ref = lookup(recipe.data, "data", DATASETS, namespace, recipe.line("data"))
     model_ref = lookup(recipe.model, "model", MODELS, namespace, recipe.line("model"))

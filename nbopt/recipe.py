@@ -22,7 +22,7 @@ PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-
               "transformer-engine")
 
 # Keys of the contract that later versions add; named here so the message is honest, not "unknown".
-_PLANNED_KEYS = {"devices", "strategy"}
+_PLANNED_KEYS: set[str] = set()
 _OTHER_MAGIC_KEYS = {"variants": "%%nbopt compare", "search": "%%nbopt sweep"}
 _COMPONENT_KEYS = ("optimizer", "loss", "activation")
 _OPTIMIZER_ARGUMENTS = {"lr", "learning_rate", "momentum", "weight_decay", "betas", "nesterov"}
@@ -92,6 +92,8 @@ class Recipe(BaseModel):
     prune: Prune | None = None
     distill: Distill | None = None
     quantize: Literal["dynamic"] | None = None
+    devices: int | Literal["auto"] = 1
+    strategy: str = "auto"
     grad_clip: float | None = Field(None, gt=0)
     accumulate: int = Field(1, ge=1)
     precision: str = "32-true"
@@ -221,6 +223,9 @@ def _check_components(recipe: Recipe) -> None:
                           f"; choose from {', '.join(PRECISIONS)}"), key="precision", line=recipe.line("precision"))
     if recipe.prune is not None:
         _check_prune(recipe)
+    if isinstance(recipe.devices, int) and recipe.devices < 1:
+        raise RecipeError(f"devices must be at least 1, got {recipe.devices}", key="devices",
+                          line=recipe.line("devices"))
     if recipe.test_split + recipe.val_split >= 0.9:
         raise RecipeError(f"val_split + test_split = {recipe.val_split + recipe.test_split:.2f} leaves too little "
                           "to train on; keep their sum below 0.9", key="val_split", line=recipe.line("val_split"))

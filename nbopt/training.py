@@ -5,9 +5,14 @@ sweep and the panel all come through here.
 """
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
+import threading
 import time
 import types
+from pathlib import Path
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -25,6 +30,7 @@ from nbopt.data.loaders import TensorBatches
 from nbopt.display.live import LiveOutput, in_notebook
 from nbopt.display.plots import draw_lr_find
 from nbopt.module import RecipeModule, configure_from_recipe, evaluate, metric_name
+from nbopt.parallel import is_distributed_child, lightning_strategy
 from nbopt.plan import Plan, check, monitor_mode
 from nbopt.recipe import Recipe
 from nbopt.run import Run
@@ -35,6 +41,7 @@ from nbopt.techniques.lr_find import find_lr
 from nbopt.yamltext import dump_yaml
 
 
+FORKED_STRATEGIES = ("ddp_notebook", "ddp_spawn")
 SESSION_RUNS: dict = {}  # run name → Run made in this process, so later recipes can name them (distill)
 
 
@@ -104,7 +111,13 @@ class _Session:
     def __init__(self, plan: Plan, name: str | None, live: bool, guard: InterruptGuard, listeners, sink=None):
         recipe, data = plan.recipe, plan.data
         self.plan, self.recipe, self.data, self.guard = plan, recipe, data, guard
-        self.folder = RunFolder.create(name or recipe.name)
+        self.strategy = lightning_strategy(recipe, in_notebook())
+        if is_distributed_child():  # an extra DDP process of `nbopt run`: rank 0 keeps the records
+            live, listeners = False, ()
+            self.folder = RunFolder(Path(tempfile.mkdtemp(prefix="nbopt-rank-")))
+            atexit.register(shutil.rmtree, self.folder.path, True)
+        else:
+            self.folder = RunFolder.create(name or recipe.name)
         self.folder.write_recipe(recipe_text(recipe))
         self.folder.write_status(name=self.folder.name, status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"),
                                  model=plan.model.label, data=data.description.split(":")[0], epochs_run=0)
@@ -115,9 +128,12 @@ class _Session:
         self.live = live
         self.live_output = LiveOutput(self.folder.name, compression.total_epochs(recipe), plan.metric_key,
                                       sink=sink) if live else None
-        self.recorder = Recorder(plan.metric_key, [_HistoryWriter(self.folder),
-                                                   *([self.live_output] if self.live_output else []), *listeners],
-                                 extra=compression.history_columns(recipe, self.target))
+        if self.strategy in FORKED_STRATEGIES:
+            # Forked workers cannot draw into this kernel's outputs: they write the folder, which we watch.
+            listeners = [_HistoryWriter(self.folder)]
+        else:
+            listeners = [_HistoryWriter(self.folder), *([self.live_output] if self.live_output else []), *listeners]
+        self.recorder = Recorder(plan.metric_key, listeners, extra=compression.history_columns(recipe, self.target))
         self.best: BestWeights | None = None
         self.stopped_early = False
         self.lr_found: float | None = None
@@ -137,14 +153,59 @@ class _Session:
                                                  mode=self.mode, check_finite=True))
         self.recorder.epoch_offset = len(self.recorder.rows)
         trainer = pl.Trainer(
-            max_epochs=epochs, accelerator="auto", devices=1, precision=recipe.precision,
-            gradient_clip_val=recipe.grad_clip, accumulate_grad_batches=recipe.accumulate,
+            max_epochs=epochs, accelerator="auto", devices=recipe.devices, strategy=self.strategy,
+            precision=recipe.precision, gradient_clip_val=recipe.grad_clip, accumulate_grad_batches=recipe.accumulate,
             callbacks=stage_callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=10**9,
         )
-        trainer.fit(self.module, train_dataloaders=self.data.train, val_dataloaders=self.data.val)
+        if self.strategy in FORKED_STRATEGIES:
+            self._fit_in_workers(trainer)
+        else:
+            trainer.fit(self.module, train_dataloaders=self.data.train, val_dataloaders=self.data.val)
         self.trainer = trainer
         self.stopped_early |= bool(es and early_stopping and trainer.should_stop and not self.guard.requested)
+
+    def _fit_in_workers(self, trainer: pl.Trainer) -> None:
+        """Fit in forked worker processes; their records come back through the run folder.
+
+        The workers' callbacks write the history and the best weights to disk (rank 0 only); this
+        process shows them live by reading the folder, then loads them back when the fit ends.
+        """
+        self.guard.arm()
+        done = threading.Event()
+        watcher = threading.Thread(target=self._watch_folder, args=(done,), daemon=True)
+        watcher.start()
+        try:
+            trainer.fit(self.module, train_dataloaders=self.data.train, val_dataloaders=self.data.val)
+        finally:
+            done.set()
+            watcher.join()
+        history = self.folder.path / "history.csv"
+        if history.exists():
+            self.recorder.rows = pd.read_csv(history).to_dict("records")
+        if self.best is not None and self.folder.weights.exists():
+            state = torch.load(self.folder.weights, weights_only=True)
+            self.target.load_state_dict(state)
+            self.best.best_state = state
+            rows = self.recorder.rows[self.recorder.epoch_offset:]
+            values = [row.get(self.monitor) for row in rows]
+            if values:
+                pick = max if self.mode == "max" else min
+                self.best.best_epoch = values.index(pick(values)) + 1
+
+    def _watch_folder(self, done: threading.Event) -> None:
+        seen = 0
+        while not done.wait(1.0):
+            history = self.folder.path / "history.csv"
+            if self.live_output is None or not history.exists():
+                continue
+            try:
+                rows = pd.read_csv(history).to_dict("records")
+            except (OSError, ValueError, pd.errors.EmptyDataError):
+                continue
+            if len(rows) > seen:
+                seen = len(rows)
+                self.live_output.replay(rows, f"{self.recipe.devices} processes")
 
     def run_stages(self) -> None:
         recipe = self.recipe

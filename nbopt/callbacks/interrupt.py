@@ -24,16 +24,20 @@ class InterruptGuard(Callback):
     def _on_sigint(self, signum, frame) -> None:
         self.requested = True
 
-    def on_fit_start(self, trainer, pl_module):
-        if threading.current_thread() is threading.main_thread():
+    def arm(self) -> None:
+        """Own SIGINT from now on (before a fork-based launch, so the waiting kernel is covered too)."""
+        if self._previous is None and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.requested:
-            trainer.should_stop = True
+    def on_fit_start(self, trainer, pl_module):
+        self.arm()
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if self.requested:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        requested = self.requested
+        if trainer.world_size > 1:  # every rank must stop at the same step, or the others wait forever
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if requested:
+            self.requested = True
             trainer.should_stop = True
 
     def teardown(self, trainer, pl_module, stage):

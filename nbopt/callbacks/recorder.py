@@ -43,6 +43,8 @@ class Recorder(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.step_in_epoch += 1
         self.samples += len(batch[0])
+        if not trainer.is_global_zero:
+            return
         for listener in self.listeners:
             listener.on_step(self, trainer)
 
@@ -63,6 +65,8 @@ class Recorder(Callback):
             if not key.endswith("_step"):
                 row.setdefault(key.removesuffix("_epoch"), value)
         self.rows.append(row)
+        if not trainer.is_global_zero:
+            return
         for listener in self.listeners:
             listener.on_epoch(self, trainer, row)
 

@@ -19,21 +19,35 @@ class TensorBatches:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
+        rank, world = _rank_and_world()
+        return -(-(-(-len(self.x) // world)) // self.batch_size)
 
     def __iter__(self):
         n = len(self.x)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator)
-            for start in range(0, n, self.batch_size):
-                index = order[start:start + self.batch_size]
-                yield self.x[index], self.y[index]
-        else:
+        rank, world = _rank_and_world()
+        if world == 1 and not self.shuffle:
             for start in range(0, n, self.batch_size):
                 yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+            return
+        # Every rank draws the same permutation (same seed, same draws) and keeps every world-th index,
+        # padded so that all ranks take the same number of steps, as DistributedSampler does.
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if world > 1:
+            padding = (-n) % world
+            order = torch.cat([order, order[:padding]])[rank::world]
+        for start in range(0, len(order), self.batch_size):
+            index = order[start:start + self.batch_size]
+            yield self.x[index], self.y[index]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's share of the data under DDP; (0, 1) otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1

@@ -109,6 +109,18 @@ class LiveOutput(Listener):
             cost = time.monotonic() - drawn
             self._next_figure = time.monotonic() + max(1.0, cost / FIGURE_BUDGET)
 
+    def replay(self, rows: list[dict], note: str) -> None:
+        """Show rows recorded by other processes (DDP workers) as if they had arrived one by one."""
+        self._rows = list(rows)
+        last = rows[-1]
+        text = (f"{self.title} · epoch {last['epoch']}/{self.epochs} · {note} · val_loss "
+                f"{_fmt(last.get('val_loss'))} · {self.metric_key} {_fmt(last.get(self.metric_key))}")
+        if self.notebook:
+            self.sink.status(text)
+            self._show_figure()
+        else:
+            self._print_row(last)
+
     def _show_figure(self) -> None:
         fig = draw_history({self.title: pd.DataFrame(self._rows)}, self.metric_key, self.title)
         self.sink.figure(figure_png(fig), f"curves of {self.title}")
