@@ -213,11 +213,13 @@ def _rebuild_run(name: str, namespace: dict, line: int | None) -> nn.Module:
 
 
 def _check_monitor(plan: Plan) -> None:
+    """Early stopping can only watch what the run reports (a user's LightningModule may log more)."""
     allowed = {"val_loss", plan.metric_key}
-    for key, monitor in (("early_stopping", plan.recipe.early_stopping and plan.recipe.early_stopping.monitor),):
-        if monitor and not plan.model.is_lightning and monitor not in allowed:
-            raise RecipeError(f"cannot monitor '{monitor}'; this run reports {', '.join(sorted(allowed))}",
-                              key=f"{key}.monitor", line=plan.recipe.line(f"{key}.monitor") or plan.recipe.line(key))
+    es = plan.recipe.early_stopping
+    if es and not plan.model.is_lightning and es.monitor not in allowed:
+        raise RecipeError(f"cannot monitor '{es.monitor}'; this run reports {', '.join(sorted(allowed))}",
+                          key="early_stopping.monitor",
+                          line=plan.recipe.line("early_stopping.monitor") or plan.recipe.line("early_stopping"))
 
 
 def _check_forward(plan: Plan) -> None:
