@@ -108,6 +108,12 @@ class Recipe(BaseModel):
     def line(self, key: str) -> int | None:
         return self._lines.get(key)
 
+    def __eq__(self, other) -> bool:
+        """Recipes are equal when they mean the same, however each was written (`adam(lr=0.1)` or a mapping)."""
+        return isinstance(other, Recipe) and self.model_dump() == other.model_dump()
+
+    __hash__ = None
+
 
 KNOWN_KEYS = tuple(Recipe.model_fields)
 

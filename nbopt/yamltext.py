@@ -5,6 +5,7 @@ every key so that errors can point at it, and refuse keys given twice instead of
 """
 from __future__ import annotations
 
+import io
 import re
 
 import yaml
@@ -134,5 +135,14 @@ def _index_lines(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
 
 
 def dump_yaml(data: dict) -> str:
-    """Recipe mapping back to YAML text, in the order the keys were given."""
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    """Recipe mapping back to YAML text, in the order the keys were given: one key per line, nested
+    values in flow style (`early_stopping: {monitor: val_loss, patience: 5}`), as people write recipes."""
+    stream = io.StringIO()
+    dumper = yaml.SafeDumper(stream, default_flow_style=None, sort_keys=False, allow_unicode=True)
+    dumper.open()
+    node = dumper.represent_data(data)
+    node.flow_style = False
+    dumper.serialize(node)
+    dumper.close()
+    dumper.dispose()
+    return stream.getvalue()

@@ -35,10 +35,22 @@ DEFAULT_LR = 1e-3
 
 
 def _text(value) -> str:
-    """A recipe value as the panel shows it in a dropdown (lists in flow style)."""
+    """A recipe value as the panel shows it in a dropdown (lists in flow style, components in call form)."""
+    from nbopt.components import parse_component
     if isinstance(value, list):
         return "[" + ", ".join(_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return parse_component(value).to_text()
     return str(value)
+
+
+def _fit_range(slider, value: float) -> None:
+    """Widen a slider so that a recipe's value outside its usual range is kept, not clamped."""
+    if isinstance(slider, w.FloatLogSlider):
+        exponent = math.log10(value)
+        slider.min, slider.max = min(slider.min, math.floor(exponent)), max(slider.max, math.ceil(exponent))
+    else:
+        slider.min, slider.max = min(slider.min, value), max(slider.max, value)
 
 
 def _value(text: str):
@@ -231,6 +243,7 @@ class Panel:
         self.data.value = _text(recipe["data"])
         self.target.value = raw.pop("target", "") or ""
         self.task.value = raw.pop("task", "auto") or "auto"
+        _fit_range(self.epochs, raw.get("epochs", 10))
         self.epochs.value = raw.pop("epochs", 10)
         self.batch_size.options = _options(list(self.batch_size.options), raw.get("batch_size", 64))
         self.batch_size.value = raw.pop("batch_size", 64)
@@ -239,7 +252,9 @@ class Panel:
         self.optimizer.options = _options(list(self.optimizer.options), optimizer.name)
         self.optimizer.value = optimizer.name
         kwargs = dict(optimizer.kwargs)
-        self.lr.value = float(kwargs.pop("lr", optimizer.args[0] if optimizer.args else DEFAULT_LR))
+        lr = float(kwargs.pop("lr", optimizer.args[0] if optimizer.args else DEFAULT_LR))
+        _fit_range(self.lr, lr)
+        self.lr.value = lr
         self._optimizer_kwargs = kwargs
         scheduler = _text(raw.pop("scheduler", "none") or "none")
         self.scheduler.options = _options(list(self.scheduler.options), scheduler)
@@ -257,13 +272,16 @@ class Panel:
         for name, box in self.augment.items():
             box.value = name in augment
         self.batchnorm.value = bool(raw.pop("batchnorm", False))
-        self.dropout.value = float(raw.pop("dropout", 0.0) or 0.0)
+        dropout = float(raw.pop("dropout", 0.0) or 0.0)
+        _fit_range(self.dropout, dropout)
+        self.dropout.value = dropout
         activation = _text(raw.pop("activation", "keep") or "keep")
         self.activation.options = _options(list(self.activation.options), activation)
         self.activation.value = activation
         prune = raw.pop("prune", None)
         self.prune_method.value = prune.get("method", "l1_unstructured") if prune else "none"
         if prune:
+            _fit_range(self.prune_amount, prune.get("amount", 0.5))
             self.prune_amount.value = prune.get("amount", 0.5)
             raw["prune"] = {k: v for k, v in prune.items() if k not in ("method", "amount")}
         distill = raw.pop("distill", None)
@@ -389,7 +407,8 @@ class Panel:
         middle = w.VBox([self.optimizer, self.lr, self.scheduler, w.HBox([self.early_stopping, self.patience]),
                          self.activation, self.batchnorm, self.dropout])
         right = w.VBox([self.prune_method, self.prune_amount, self.teacher])
-        return w.VBox([w.HTML("<b>nbopt panel</b>"), w.HBox([left, middle, right]),
+        columns = w.HBox([left, middle, right], layout=w.Layout(flex_flow="row wrap"))
+        return w.VBox([w.HTML("<b>nbopt panel</b>"), columns,
                        w.HTML("augment (training batches only):"), augment,
                        w.HBox(list(self.buttons.values())), self.sweep_box, self.error, self.status, self.figure,
                        self.cell_text, self.output])
