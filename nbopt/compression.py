@@ -30,7 +30,7 @@ def history_columns(recipe, target):
     return lambda: {"sparsity": measured_sparsity(target)}
 
 
-def _sample(session) -> torch.Tensor:
+def sample_input(session) -> torch.Tensor:
     """One validation input, normalised as the model sees it, for MACs and latency."""
     x = torch.as_tensor(next(iter(session.data.val))[0][:1]).float()
     if session.data.normalization is not None:
@@ -42,7 +42,7 @@ def _profile(session, model, scores: dict | None = None) -> dict:
     if scores is None:
         scores = {session.plan.metric_key: session.scores(model if model is not session.target else None)
                   .get(session.plan.metric_key)}
-    return profile(model, _sample(session), scores)
+    return profile(model, sample_input(session), scores)
 
 
 def run(session) -> None:
@@ -85,7 +85,7 @@ def _finetune(session) -> None:
 
 def _remove_channels(session) -> None:
     prune, target = session.recipe.prune, session.target
-    pruner = ChannelPruner(target, _sample(session).unsqueeze(0), prune.amount, prune.steps, prune.importance,
+    pruner = ChannelPruner(target, sample_input(session).unsqueeze(0), prune.amount, prune.steps, prune.importance,
                            prune.global_)
     loss_fn = getattr(session.module, "loss_fn", None)
     for _ in range(prune.steps):
@@ -107,5 +107,5 @@ def add_metrics(session, metrics: dict) -> None:
     after = {"model": "after", **_profile(session, final, {session.plan.metric_key: metrics.get(
         session.plan.metric_key)})}
     if session.quantized is not None:  # int8 layers do the same multiply-accumulates; the counter skips them
-        after["macs"] = count_macs(session.target, _sample(session).unsqueeze(0))
+        after["macs"] = count_macs(session.target, sample_input(session).unsqueeze(0))
     metrics["compression"] = {"before": session.report_before, "after": after}

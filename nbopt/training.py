@@ -20,7 +20,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from nbopt._perf import tune_allocator
+from nbopt._perf import threads_for, tune_allocator
 from nbopt._quiet import quiet_lightning
 from nbopt import compression
 from nbopt.callbacks.best_weights import BestWeights, loadable_state
@@ -141,6 +141,8 @@ class _Session:
         self.quantized = None
         self.trainer: pl.Trainer | None = None
         self.seconds = 0.0
+        self.threads = threads_for(self.target, compression.sample_input(self), recipe.batch_size) \
+            if not plan.model.is_lightning else None
 
     def fit(self, epochs: int, *, track_best: bool = True, early_stopping: bool = True, callbacks=()) -> None:
         """One Trainer fit of `epochs` epochs; the best weights of this stage are restored at its end."""
@@ -158,10 +160,16 @@ class _Session:
             callbacks=stage_callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=10**9,
         )
-        if self.strategy in FORKED_STRATEGIES:
-            self._fit_in_workers(trainer)
-        else:
-            trainer.fit(self.module, train_dataloaders=self.data.train, val_dataloaders=self.data.val)
+        threads = torch.get_num_threads()
+        if self.threads is not None and self.strategy == "auto":
+            torch.set_num_threads(self.threads)
+        try:
+            if self.strategy in FORKED_STRATEGIES:
+                self._fit_in_workers(trainer)
+            else:
+                trainer.fit(self.module, train_dataloaders=self.data.train, val_dataloaders=self.data.val)
+        finally:
+            torch.set_num_threads(threads)
         self.trainer = trainer
         self.stopped_early |= bool(es and early_stopping and trainer.should_stop and not self.guard.requested)
 
