@@ -78,7 +78,8 @@ def _dispatch(args) -> int:
     if args.command == "runs":
         from nbopt.store import list_runs
         for row in list_runs():
-            print(f"{row['name']:32} {row['started']:20} {row['status']:14} epochs {row['epochs']}  best {row['best']}")
+            best = f"{row['best']:.4g}" if isinstance(row["best"], (int, float)) else "–"
+            print(f"{row['name']:32} {row['started']:20} {row['status']:14} epochs {row['epochs']}  best {best}")
         return 0
     if args.command == "export":
         from nbopt.store import find_run

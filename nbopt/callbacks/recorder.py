@@ -29,9 +29,11 @@ class Recorder(Callback):
 
     def on_fit_start(self, trainer, pl_module):
         self.fit_started = time.perf_counter()
-        self.steps_per_epoch = int(trainer.num_training_batches) if math.isfinite(trainer.num_training_batches) else 0
 
     def on_train_epoch_start(self, trainer, pl_module):
+        # Lightning knows the number of batches only once the loaders are set up, after on_fit_start.
+        batches = trainer.num_training_batches
+        self.steps_per_epoch = int(batches) if math.isfinite(batches) else 0
         self._epoch_started = time.perf_counter()
         self.step_in_epoch = 0
         self._lr_sum, self._lr_count = 0.0, 0

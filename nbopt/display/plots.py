@@ -40,6 +40,11 @@ def draw_history(histories: dict[str, pd.DataFrame], metric_key: str, title: str
     if any(not h.empty and (h["lr"] > 0).all() and h["lr"].max() / max(h["lr"].min(), 1e-30) > 50
            for h in histories.values() if "lr" in h):
         lr_ax.set_yscale("log")
+    else:
+        lr_ax.ticklabel_format(axis="y", useOffset=False, style="sci", scilimits=(-3, 3))
+        lrs = pd.concat([h["lr"] for h in histories.values() if "lr" in h and not h.empty])
+        if len(lrs) and lrs.max() - lrs.min() <= 1e-9 * abs(lrs.max()):  # constant: show it from zero
+            lr_ax.set_ylim(0, lrs.max() * 1.5)
     if extra:
         axes[3].set(title="sparsity (share of zero weights)" if extra == "sparsity" else "parameters", xlabel="epoch")
     for ax in axes:
