@@ -121,7 +121,8 @@ def list_runs() -> list[dict]:
 
 
 def find_run(name: str) -> RunFolder:
-    path = runs_root() / name
+    """A run by its name under the runs folder (or by its folder's path)."""
+    path = Path(name) if Path(name).is_absolute() else runs_root() / name
     if (path / "run.json").exists():
         return RunFolder(path)
     names = [r["name"] for r in list_runs()]

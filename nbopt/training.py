@@ -160,6 +160,7 @@ class _Session:
             callbacks=stage_callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=10**9,
         )
+        self.module.train()  # a stage may follow pruning or evaluation, which leave the model in eval mode
         threads = torch.get_num_threads()
         if self.threads is not None and self.strategy == "auto":
             torch.set_num_threads(self.threads)

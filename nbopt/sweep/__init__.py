@@ -33,8 +33,9 @@ SAMPLERS = ("grid", "random", "tpe", "gp")
 PRUNERS = ("median", "hyperband", "none")
 
 
-def _sampler(name: str, seed: int, worker: int = 0):
-    seed = seed + 1000 * worker  # workers of one sweep must not draw the same samples
+def _sampler(name: str, seed: int, worker: int = 0, resumed_at: int = 0):
+    # Workers of one sweep, and a sweep resumed after `resumed_at` trials, must not draw the same samples.
+    seed = seed + 1000 * worker + resumed_at
     if name in ("grid", "random"):  # grid trials come from the queue; the sampler is never asked
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "tpe":
@@ -98,6 +99,9 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
     optuna_study, created = open_study(store, name, direction, _sampler(sampler, seed),
                                        _pruner(pruner, plan.recipe.epochs), space_text, allow_space_change)
     recover_dead_trials(optuna_study)
+    existing = len(optuna_study.get_trials(deepcopy=False))
+    if existing:
+        optuna_study.sampler = _sampler(sampler, seed, resumed_at=existing)
     if grid_points is not None:
         enqueue_grid(optuna_study, grid_points, created)
     guard = stop or InterruptGuard()
@@ -123,8 +127,8 @@ def _stored(param, value):
 def _worker_main(storage, name, sampler, pruner, epochs, seed, worker, threads, work):
     import torch
     torch.set_num_threads(threads)
-    study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(sampler, seed, worker),
-                              pruner=_pruner(pruner, epochs))
+    study = optuna.load_study(study_name=name, storage=storage, pruner=_pruner(pruner, epochs))
+    study.sampler = _sampler(sampler, seed, worker, resumed_at=len(study.get_trials(deepcopy=False)))
     run_trials(study, guard=InterruptGuard(), board=None, **work)
 
 
@@ -184,8 +188,12 @@ class Sweep:
         if self._best is None and self.best_trial is not None:
             from nbopt.run import load_run
             from nbopt.training import SESSION_RUNS
-            run_name = self.best_trial.user_attrs.get("run")
-            self._best = SESSION_RUNS.get(run_name) or load_run(run_name, self._namespace)
+            attrs = self.best_trial.user_attrs
+            made_here = SESSION_RUNS.get(attrs.get("run"))
+            if made_here is not None and str(made_here.folder.resolve()) == attrs.get("run_folder"):
+                self._best = made_here
+            else:  # made by another process, or an earlier run of the same name was replaced
+                self._best = load_run(attrs.get("run_folder") or attrs.get("run"), self._namespace)
         return self._best
 
     def plot(self):

@@ -52,14 +52,11 @@ def run_trials(study: optuna.Study, base: dict, params: list[Param], *, trials: 
     deadline = time.monotonic() + timeout if timeout else None
     while not guard.requested and (deadline is None or time.monotonic() < deadline):
         state = counts(study)
-        if grid:
-            trial = claim_queued_trial(study)
-            if trial is None:
-                return
-        else:
-            if state["finished"] + state["running"] >= trials:
-                return
-            trial = study.ask()
+        if state["finished"] + state["running"] >= trials:
+            return
+        trial = claim_queued_trial(study) if grid else study.ask()
+        if trial is None:  # the grid is done
+            return
         for key, value in worker_identity().items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("heartbeat", time.time())
@@ -85,6 +82,7 @@ def run_trials(study: optuna.Study, base: dict, params: list[Param], *, trials: 
                 board.finished(study)
             continue
         trial.set_user_attr("run", run.name)
+        trial.set_user_attr("run_folder", str(run.folder.resolve()))
         trial.set_user_attr("epochs", run.metrics["epochs_run"])
         trial.set_user_attr("seconds", run.metrics["seconds"])
         if run.status == "interrupted":
