@@ -21,10 +21,12 @@ def metric_name(task: str) -> str:
     return "acc" if task == "classification" else "mae"
 
 
-def make_metric(task: str, num_classes: int | None) -> torchmetrics.Metric:
+def make_metric(task: str, num_classes: int | None, sync: bool = True) -> torchmetrics.Metric:
+    """The run's metric; `sync=False` scores this process's batches alone (final scoring outside DDP)."""
     if task == "classification":
-        return torchmetrics.classification.MulticlassAccuracy(num_classes=max(num_classes or 2, 2), average="micro")
-    return torchmetrics.MeanAbsoluteError()
+        return torchmetrics.classification.MulticlassAccuracy(num_classes=max(num_classes or 2, 2), average="micro",
+                                                              sync_on_compute=sync)
+    return torchmetrics.MeanAbsoluteError(sync_on_compute=sync)
 
 
 def configure_from_recipe(module: pl.LightningModule, recipe, epochs: int, lr: float | None = None,
@@ -142,7 +144,7 @@ def evaluate(module: RecipeModule, loader, net: nn.Module | None = None) -> dict
     device = next(iter(net.parameters()), torch.empty(0)).device if net is not module.net else module.device
     was_training = net.training
     net.eval()
-    metric = make_metric(module.task, getattr(module.val_metric, "num_classes", None)).to(device)
+    metric = make_metric(module.task, getattr(module.val_metric, "num_classes", None), sync=False).to(device)
     total, count = 0.0, 0
     for batch in loader:
         x, y = batch[0].to(device), batch[1].to(device)

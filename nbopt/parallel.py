@@ -20,8 +20,12 @@ _FORKING = {"ddp", "ddp_notebook"}
 
 
 def is_distributed_child() -> bool:
-    """True in the extra processes that `nbopt run` with DDP starts (ranks other than 0)."""
-    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+    """True in the extra processes of a DDP launch from a shell (ranks other than 0): those `nbopt run`
+    starts itself, and those `srun` or `torchrun` start."""
+    names = ["RANK", "LOCAL_RANK", "NODE_RANK"]
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+        names.append("SLURM_PROCID")
+    return any(os.environ.get(name, "0") != "0" for name in names)
 
 
 def lightning_strategy(recipe, interactive: bool) -> str:

@@ -44,6 +44,15 @@ class Plan:
     def parameters(self) -> int:
         return sum(p.numel() for p in self.model.net.parameters())
 
+    @property
+    def steps_per_process(self) -> int:
+        """Optimizer steps per epoch in each process (DDP splits every epoch among the devices)."""
+        devices = self.recipe.devices if isinstance(self.recipe.devices, int) else 1
+        if devices == 1 or not self.data.in_memory:
+            return self.data.steps_per_epoch
+        per_process = -(-self.data.sizes["train"] // devices)
+        return -(-per_process // self.recipe.batch_size)
+
     def techniques(self) -> list[str]:
         r = self.recipe
         items = [f"loss {self.loss}", f"optimizer {r.optimizer}"]
@@ -94,7 +103,7 @@ class Plan:
             ("task", f"{d.task}, {classes}, metric {self.metric_key}"),
             ("sample shape", str(list(d.input_shape))),
             ("splits", sizes + f" (seed {self.recipe.seed})"),
-            ("training", f"{self.recipe.epochs} epochs × {d.steps_per_epoch} steps, batch size "
+            ("training", f"{self.recipe.epochs} epochs × {self.steps_per_process} steps, batch size "
                          f"{self.recipe.batch_size if d.in_memory else 'from your DataLoader'}"),
             ("techniques", "; ".join(self.techniques())),
         ] + [("note", n) for n in d.notes]

@@ -6,7 +6,10 @@ sweep and the panel all come through here.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
+import os
+import signal
 import shutil
 import tempfile
 import threading
@@ -26,7 +29,7 @@ from nbopt import compression
 from nbopt.callbacks.best_weights import BestWeights, loadable_state
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener, Recorder
-from nbopt.data.loaders import TensorBatches
+from nbopt.data.loaders import TensorBatches, unsharded
 from nbopt.display.live import LiveOutput, in_notebook
 from nbopt.display.plots import draw_lr_find
 from nbopt.module import RecipeModule, configure_from_recipe, evaluate, metric_name
@@ -182,7 +185,7 @@ class _Session:
         """
         self.guard.arm()
         done = threading.Event()
-        watcher = threading.Thread(target=self._watch_folder, args=(done,), daemon=True)
+        watcher = threading.Thread(target=self._watch_folder, args=(done, trainer), daemon=True)
         watcher.start()
         try:
             trainer.fit(self.module, train_dataloaders=self.data.train, val_dataloaders=self.data.val)
@@ -192,6 +195,10 @@ class _Session:
         history = self.folder.path / "history.csv"
         if history.exists():
             self.recorder.rows = pd.read_csv(history).to_dict("records")
+        # The workers' Trainer stopped, not this one: fewer epochs than asked, unasked, is early stopping.
+        ran = len(self.recorder.rows) - self.recorder.epoch_offset
+        self.stopped_early |= bool(self.recipe.early_stopping and not self.guard.requested
+                                   and ran < trainer.max_epochs)
         if self.best is not None and self.folder.weights.exists():
             state = torch.load(self.folder.weights, weights_only=True)
             self.target.load_state_dict(state)
@@ -202,9 +209,14 @@ class _Session:
                 pick = max if self.mode == "max" else min
                 self.best.best_epoch = values.index(pick(values)) + 1
 
-    def _watch_folder(self, done: threading.Event) -> None:
-        seen = 0
+    def _watch_folder(self, done: threading.Event, trainer: pl.Trainer) -> None:
+        seen, signalled = 0, False
         while not done.wait(1.0):
+            if self.guard.requested and not signalled:  # a Stop button: pass it on as the workers' SIGINT
+                signalled = True
+                for process in getattr(trainer.strategy.launcher, "procs", []) or []:
+                    with contextlib.suppress(ProcessLookupError, AttributeError):
+                        os.kill(process.pid, signal.SIGINT)
             history = self.folder.path / "history.csv"
             if self.live_output is None or not history.exists():
                 continue
@@ -338,7 +350,8 @@ def _final_scores(plan: Plan, module, trainer: pl.Trainer, net=None) -> dict:
     scores = {}
     for split, loader in splits.items():
         if isinstance(module, RecipeModule):
-            result = evaluate(module, loader, net)
+            with unsharded():
+                result = evaluate(module, loader, net)
             scores[f"{split}_loss"], scores[f"{split}_{key}"] = result["loss"], result[key]
         else:
             logged = trainer.validate(module, dataloaders=loader, verbose=False)[0]

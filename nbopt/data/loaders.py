@@ -6,6 +6,8 @@ indices gives the same batches at a fraction of the cost.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -46,8 +48,21 @@ class TensorBatches:
         self.generator.set_state(state["generator"])
 
 
+_SHARDING = {"on": True}
+
+
+@contextlib.contextmanager
+def unsharded():
+    """Every batch in this process, even while a DDP process group is still up (final scoring)."""
+    _SHARDING["on"] = False
+    try:
+        yield
+    finally:
+        _SHARDING["on"] = True
+
+
 def _rank_and_world() -> tuple[int, int]:
     """This process's share of the data under DDP; (0, 1) otherwise."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if _SHARDING["on"] and torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
