@@ -14,14 +14,14 @@ import pandas as pd
 
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener
-from nbopt.display.live import in_notebook
+from nbopt.display.live import FIGURE_BUDGET, in_notebook
 from nbopt.display.plots import draw_history, figure_png, register_figure_formatter
 from nbopt.errors import RecipeError
 from nbopt.plan import Plan, check
 from nbopt.run import Run
 from nbopt.yamltext import load_yaml
 
-_MERGED_KEYS = ("early_stopping", "normalize")  # mappings whose settings a variant adjusts one by one
+_MERGED_KEYS = ("early_stopping", "normalize", "prune", "distill")  # mappings whose settings a variant adjusts one by one
 
 
 def variant_recipes(source: str | dict) -> dict[str, tuple[dict, dict]]:
@@ -106,6 +106,7 @@ class _CompareLive(Listener):
         self.current = ""
         self.done_runs = 0
         self._last = 0.0
+        self._next_figure = 0.0
         self._status = display({"text/plain": "compare: starting…"}, raw=True, display_id=True)
         self._figure = display({"text/plain": ""}, raw=True, display_id=True)
 
@@ -123,7 +124,10 @@ class _CompareLive(Listener):
 
     def on_epoch(self, recorder, trainer, row) -> None:
         self.histories[self.current].append(row)
-        self.draw()
+        now = time.monotonic()
+        if now >= self._next_figure:  # drawing costs ~0.1 s: keep it to a few percent of the time
+            self.draw()
+            self._next_figure = time.monotonic() + max(1.0, (time.monotonic() - now) / FIGURE_BUDGET)
 
     def draw(self) -> None:
         frames = {label: pd.DataFrame(rows) for label, rows in self.histories.items() if rows}
