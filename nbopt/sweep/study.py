@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import socket
 import time
@@ -48,8 +49,17 @@ def open_storage(url: str | None):
         return JournalStorage(JournalFileBackend(DEFAULT_STORAGE_FILE))
     if url.startswith("postgresql"):
         _require("psycopg2", "psycopg2-binary", "a PostgreSQL storage")
+    for attempt in range(5):  # workers starting together race to create Optuna's tables; the loser retries
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except Exception as exc:  # noqa: BLE001 — decided below
+            if attempt < 4 and type(exc).__name__ in ("IntegrityError", "ProgrammingError", "UniqueViolation"):
+                time.sleep(0.5 + random.random())
+                continue
+            error = exc
+            break
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        raise error
     except Exception as exc:  # connection refused, bad URL, missing database: say where, never the password
         raise RecipeError(f"cannot open the sweep storage {masked(url)}: {str(exc).splitlines()[0]}"
                           .replace(url, masked(url))) from None
@@ -116,7 +126,8 @@ def recover_dead_trials(study: optuna.Study) -> int:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
         beat = attrs.get("heartbeat", trial.datetime_start.timestamp() if trial.datetime_start else time.time())
-        dead_here = attrs.get("host") == here and not _alive(attrs.get("pid"))
+        # A worker writes host, pid and heartbeat one by one: without a pid yet, go by staleness only.
+        dead_here = attrs.get("host") == here and "pid" in attrs and not _alive(attrs.get("pid"))
         if dead_here or time.time() - beat > STALE_AFTER_S:
             try:
                 study.tell(trial.number, state=TrialState.FAIL)
