@@ -28,6 +28,33 @@ def tune_allocator() -> None:
     _tuned = True
 
 
+def use_channels_last(model, sample, mixed_precision: bool) -> bool:
+    """Switch a conv net to channels-last layout when that is faster and the model copes.
+
+    oneDNN's convolution and pooling kernels on CPU (and cuDNN's under mixed precision) work in
+    NHWC: measured 1.2-1.4× faster steps for nbopt's cnn and resnet on CPU. A model that calls
+    ``.view()`` on a conv output cannot take NHWC tensors, so a forward pass decides.
+    """
+    import torch
+    from torch import nn
+
+    if sample.dim() != 3 or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return False
+    if torch.cuda.is_available() and not mixed_precision:
+        return False
+    was_training = model.training
+    model.to(memory_format=torch.channels_last).eval()
+    try:
+        with torch.no_grad():
+            model(sample.unsqueeze(0).expand(2, *sample.shape).contiguous(memory_format=torch.channels_last))
+        return True
+    except RuntimeError:
+        model.to(memory_format=torch.contiguous_format)
+        return False
+    finally:
+        model.train(was_training)
+
+
 SMALL_STEP_MACS = 20_000_000  # below this many multiply-accumulates per step, extra threads cost more than they give
 
 

@@ -39,7 +39,8 @@ def configure_from_recipe(module: pl.LightningModule, recipe, epochs: int, lr: f
     component = recipe.optimizer
     if lr is not None:
         component = Component(component.name, (), {**OPTIMIZERS.resolve(component)[1], "lr": lr})
-    optimizer = build_optimizer(component, [p for p in module.parameters() if p.requires_grad])
+    scaled = str(recipe.precision).startswith("16") and recipe.grad_clip is not None
+    optimizer = build_optimizer(component, [p for p in module.parameters() if p.requires_grad], fused_ok=not scaled)
     if not recipe.scheduler or not schedule:
         return optimizer
     schedule = build_schedule(recipe.scheduler, optimizer, epochs, int(module.trainer.estimated_stepping_batches))
@@ -67,6 +68,7 @@ class RecipeModule(pl.LightningModule):
         self.metric_key = f"val_{metric_name(task)}"
         self.val_metric = make_metric(task, num_classes)
         self.normalization = normalization  # applied to every batch on the device, after augmentation
+        self.channels_last = False  # image batches in NHWC layout, for a conv net that trains faster that way
         self._train_loss_sum: torch.Tensor | None = None
         self._train_batches = 0
         self._val_loss_sum: torch.Tensor | None = None
@@ -83,8 +85,20 @@ class RecipeModule(pl.LightningModule):
     def forward(self, x):
         return self.net(x)
 
+    def __setattr__(self, name, value):
+        # Lightning sets `_current_fx_name` dozens of times a step; nn.Module's checks for
+        # parameters and submodules made that a tenth of a small model's step time.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return self.normalization.apply(x) if self.normalization is not None else x
+        if self.normalization is not None:
+            x = self.normalization.apply(x)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def training_step(self, batch, batch_idx):
         x, y = batch[0], batch[1]

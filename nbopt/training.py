@@ -23,7 +23,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from nbopt._perf import threads_for, tune_allocator
+from nbopt._perf import threads_for, tune_allocator, use_channels_last
 from nbopt._quiet import quiet_lightning
 from nbopt import compression
 from nbopt.callbacks.best_weights import BestWeights, loadable_state
@@ -144,8 +144,11 @@ class _Session:
         self.quantized = None
         self.trainer: pl.Trainer | None = None
         self.seconds = 0.0
-        self.threads = threads_for(self.target, compression.sample_input(self), recipe.batch_size) \
-            if not plan.model.is_lightning else None
+        own_steps = plan.model.is_lightning
+        sample = compression.sample_input(self)
+        self.threads = None if own_steps else threads_for(self.target, sample, recipe.batch_size)
+        if not own_steps and self.strategy == "auto" and not recipe.prune:  # torch's pruning needs contiguous weights
+            self.module.channels_last = use_channels_last(self.target, sample, "mixed" in recipe.precision)
 
     def fit(self, epochs: int, *, track_best: bool = True, early_stopping: bool = True, callbacks=()) -> None:
         """One Trainer fit of `epochs` epochs; the best weights of this stage are restored at its end."""

@@ -105,7 +105,7 @@ class LiveOutput(Listener):
         self.sink.status(self._progress_text(recorder, trainer))
         if time.monotonic() >= self._next_figure:
             drawn = time.monotonic()
-            self._show_figure()
+            self._show_figure(quick=True)
             cost = time.monotonic() - drawn
             self._next_figure = time.monotonic() + max(1.0, cost / FIGURE_BUDGET)
 
@@ -117,12 +117,12 @@ class LiveOutput(Listener):
                 f"{_fmt(last.get('val_loss'))} · {self.metric_key} {_fmt(last.get(self.metric_key))}")
         if self.notebook:
             self.sink.status(text)
-            self._show_figure()
+            self._show_figure(quick=True)
         else:
             self._print_row(last)
 
-    def _show_figure(self) -> None:
-        fig = draw_history({self.title: pd.DataFrame(self._rows)}, self.metric_key, self.title)
+    def _show_figure(self, quick: bool = False) -> None:
+        fig = draw_history({self.title: pd.DataFrame(self._rows)}, self.metric_key, self.title, quick=quick)
         self.sink.figure(figure_png(fig), f"curves of {self.title}")
 
     def _print_row(self, row: dict) -> None:

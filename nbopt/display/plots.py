@@ -9,13 +9,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 
-def draw_history(histories: dict[str, pd.DataFrame], metric_key: str, title: str = "") -> Figure:
+def draw_history(histories: dict[str, pd.DataFrame], metric_key: str, title: str = "", *,
+                 quick: bool = False) -> Figure:
     """One figure for one or more runs: train (dashed) and val loss, the val metric, the LR per epoch.
 
     Built without pyplot, so it never shows up twice in a notebook and never leaks global state.
+    `quick` uses fixed margins instead of the constrained layout, which doubles the cost of
+    rendering: for the frames of a live figure, not the one that stays.
     """
     extra = next((c for c in ("sparsity", "parameters") if any(c in h for h in histories.values())), None)
-    fig = Figure(figsize=(14 if extra else 11, 3.2), layout="constrained")
+    fig = Figure(figsize=(14 if extra else 11, 3.2), layout=None if quick else "constrained")
+    if quick:
+        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.15, top=0.82 if title else 0.9, wspace=0.25)
     axes = fig.subplots(1, 4 if extra else 3)
     loss_ax, metric_ax, lr_ax = axes[:3]
     for i, (label, history) in enumerate(histories.items()):
