@@ -39,6 +39,8 @@ KEYS = {
                 "{teacher: big_net, temperature: 4, alpha: 0.7}"),
     "quantize": ("post-training int8 dynamic quantization of Linear layers (CPU), validated again", "dynamic"),
     "devices": ("how many devices (processes on CPU, GPUs on a GPU machine) train together (default 1)", "2"),
+    "nodes": ("how many machines train together, each with `devices` of its own; started from a shell by SLURM's "
+              "srun or torchrun (default 1)", "4"),
     "strategy": ("how they share the work: ddp (data parallel), fsdp (sharded, from a shell on GPUs)", "ddp"),
     "grad_clip": ("clip the gradient norm to this value", "1.0"),
     "accumulate": ("accumulate gradients over this many batches per optimizer step", "4"),

@@ -1,4 +1,4 @@
-"""`devices:` and `strategy:` — data- and model-parallel training on Lightning's own strategies.
+"""`devices:`, `nodes:` and `strategy:` — data- and model-parallel training on Lightning's own strategies.
 
 In a notebook, `strategy: ddp` runs Lightning's fork-based notebook strategy (the kernel itself
 cannot be re-launched); from `nbopt run` it is regular DDP, which starts one process per device.
@@ -29,7 +29,7 @@ def is_distributed_child() -> bool:
 
 
 def lightning_strategy(recipe, interactive: bool) -> str:
-    if recipe.devices == 1 and recipe.strategy == "auto":
+    if recipe.devices == 1 and recipe.nodes == 1 and recipe.strategy == "auto":
         return "auto"
     if interactive and recipe.strategy in ("ddp", "auto"):
         return "ddp_notebook"
@@ -37,9 +37,24 @@ def lightning_strategy(recipe, interactive: bool) -> str:
 
 
 def shell_command(recipe, name: str) -> str:
+    return (f"%nbopt export {name} --to {name}.yaml, then in a shell: {launch_command(recipe, name)}")
+
+
+def launch_command(recipe, name: str) -> str:
+    """How to start the run from a shell: nbopt run itself on one machine; srun or torchrun on several."""
     devices = recipe.devices
-    return (f"%nbopt export {name} --to {name}.yaml, then in a shell: nbopt run {name}.yaml "
-            f"(on a SLURM cluster: srun --ntasks-per-node={devices} nbopt run {name}.yaml)")
+    if recipe.nodes == 1:
+        return (f"nbopt run {name}.yaml (on a SLURM cluster: srun --ntasks-per-node={devices} "
+                f"nbopt run {name}.yaml)")
+    return (f"srun --nodes={recipe.nodes} --ntasks-per-node={devices} nbopt run {name}.yaml on a SLURM cluster, "
+            f"or on each of the {recipe.nodes} machines: torchrun --nnodes={recipe.nodes} "
+            f"--nproc-per-node={devices} --rdzv-backend=c10d --rdzv-endpoint=FIRST_MACHINE:29500 "
+            f"$(which nbopt) run {name}.yaml")
+
+
+def started_by_cluster_launcher() -> bool:
+    """True when srun or torchrun started this process as one of many (they set the world's size)."""
+    return int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
 
 
 def preflight(recipe, interactive: bool) -> None:
@@ -55,7 +70,15 @@ def preflight(recipe, interactive: bool) -> None:
     if recipe.strategy == "deepspeed" and not gpus:
         raise RecipeError("deepspeed needs GPUs; this machine has none — use strategy: ddp on CPU",
                           key="strategy", line=line)
-    if recipe.devices == 1 and recipe.strategy == "auto":
+    if recipe.nodes > 1:
+        name = recipe.name or ("this-run" if interactive else "RECIPE")
+        if interactive:
+            raise RecipeError(f"nodes: {recipe.nodes} needs a process on every machine, which a notebook kernel "
+                              f"cannot start; {shell_command(recipe, name)}", key="nodes", line=recipe.line("nodes"))
+        if not started_by_cluster_launcher():
+            raise RecipeError(f"nodes: {recipe.nodes} needs a launcher that starts nbopt on every machine: "
+                              f"{launch_command(recipe, name)}", key="nodes", line=recipe.line("nodes"))
+    if recipe.devices == 1 and recipe.nodes == 1 and recipe.strategy == "auto":
         return
     available = gpus or (os.cpu_count() or 1)
     kind = "GPUs" if gpus else "CPU cores (one process per device)"

@@ -47,7 +47,7 @@ class Plan:
     @property
     def steps_per_process(self) -> int:
         """Optimizer steps per epoch in each process (DDP splits every epoch among the devices)."""
-        devices = self.recipe.devices if isinstance(self.recipe.devices, int) else 1
+        devices = (self.recipe.devices if isinstance(self.recipe.devices, int) else 1) * self.recipe.nodes
         if devices == 1 or not self.data.in_memory:
             return self.data.steps_per_epoch
         per_process = -(-self.data.sizes["train"] // devices)
@@ -86,9 +86,11 @@ class Plan:
             items.append(f"gradient clipping at {r.grad_clip}")
         if r.accumulate > 1:
             items.append(f"gradient accumulation over {r.accumulate} batches")
-        if r.devices != 1 or r.strategy != "auto":
-            items.append(f"{r.devices} devices, strategy {r.strategy}: each process takes 1/{r.devices} of every "
-                         f"epoch; effective batch size {r.batch_size} × {r.devices}")
+        if r.devices != 1 or r.nodes != 1 or r.strategy != "auto":
+            world = r.devices * r.nodes if isinstance(r.devices, int) else r.devices
+            where = f" ({r.nodes} nodes × {r.devices} devices)" if r.nodes > 1 else ""
+            items.append(f"{world} processes{where}, strategy {r.strategy}: each process takes 1/{world} of every "
+                         f"epoch; effective batch size {r.batch_size} × {world}")
         if r.precision not in ("32-true", "32"):
             items.append(f"precision {r.precision}")
         return items

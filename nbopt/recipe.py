@@ -93,6 +93,7 @@ class Recipe(BaseModel):
     distill: Distill | None = None
     quantize: Literal["dynamic"] | None = None
     devices: int | Literal["auto"] = 1
+    nodes: int = 1
     strategy: str = "auto"
     grad_clip: float | None = Field(None, gt=0)
     accumulate: int = Field(1, ge=1)
@@ -232,6 +233,8 @@ def _check_components(recipe: Recipe) -> None:
     if isinstance(recipe.devices, int) and recipe.devices < 1:
         raise RecipeError(f"devices must be at least 1, got {recipe.devices}", key="devices",
                           line=recipe.line("devices"))
+    if recipe.nodes < 1:
+        raise RecipeError(f"nodes must be at least 1, got {recipe.nodes}", key="nodes", line=recipe.line("nodes"))
     if recipe.test_split + recipe.val_split >= 0.9:
         raise RecipeError(f"val_split + test_split = {recipe.val_split + recipe.test_split:.2f} leaves too little "
                           "to train on; keep their sum below 0.9", key="val_split", line=recipe.line("val_split"))

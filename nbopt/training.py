@@ -161,7 +161,8 @@ class _Session:
                                                  mode=self.mode, check_finite=True))
         self.recorder.epoch_offset = len(self.recorder.rows)
         trainer = pl.Trainer(
-            max_epochs=epochs, accelerator="auto", devices=recipe.devices, strategy=self.strategy,
+            max_epochs=epochs, accelerator="auto", devices=recipe.devices, num_nodes=recipe.nodes,
+            strategy=self.strategy,
             precision=recipe.precision, gradient_clip_val=recipe.grad_clip, accumulate_grad_batches=recipe.accumulate,
             callbacks=stage_callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=10**9,

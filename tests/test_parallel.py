@@ -7,8 +7,9 @@ starts processes has a time limit (subprocess timeouts, kernel message timeouts)
 the test instead of blocking the suite, and the kernel tests check that no worker outlives its cell.
 
 Not tested here because it needs a GPU: the refusal of a notebook DDP launch once CUDA has been
-initialised in the kernel, NCCL, and FSDP / DeepSpeed actually running. Several nodes are not tested
-either (one machine); one node under SLURM is, with the variables srun sets.
+initialised in the kernel, NCCL, and FSDP / DeepSpeed actually running. One node under SLURM is tested
+with the variables srun sets, and `nodes: 2` with two torchrun launchers on this machine's loopback,
+each playing one node.
 """
 from __future__ import annotations
 
@@ -217,6 +218,42 @@ def test_cli_under_srun_records_one_run(tmp_path, runs_dir):
     assert pd.read_csv(runs_dir / "srun" / "history.csv")["epoch"].tolist() == [1, 2]
 
 
+@needs_two_cores
+def test_cli_two_nodes_under_torchrun_record_one_run(tmp_path, runs_dir):
+    """`nodes: 2`: the torchrun command nbopt's message prints, run once per "node" (here two launchers on
+    loopback, one process each). Node 0 records the run; node 1 trains its half and stays quiet."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model: cnn(width=8)\ndata: {DATA}\nepochs: 2\nbatch_size: 32\nnodes: 2\nstrategy: ddp\n")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    port = free_port()
+    tasks = []
+    for node in (0, 1):
+        env = dict(os.environ, NBOPT_RUNS_DIR=str(runs_dir), OMP_NUM_THREADS="1", TMPDIR=str(tmp_path),
+                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        command = [str(torchrun), "--nnodes=2", "--nproc-per-node=1", f"--node-rank={node}", "--master-addr=127.0.0.1",
+                   f"--master-port={port}", *nbopt_command(), "run", str(recipe), "--name", "two-nodes"]
+        tasks.append(subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, start_new_session=True))
+    results = [finish(task, timeout=400) for task in tasks]
+    assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["two-nodes"], "node 1 made a run folder of its own"
+    assert "epoch 2/2" in results[0][1] and results[1][1].strip() == "", results[1][1]
+    assert pd.read_csv(runs_dir / "two-nodes" / "history.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_two_nodes_outside_a_launcher_print_the_commands_that_start_them(tmp_path, runs_dir):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(BASE + "nodes: 2\ndevices: 2\n")
+    code, out, err = finish(start_cli(["run", str(recipe)], tmp_path, runs_dir, tmp_path / "tmp"), timeout=120)
+    assert code == 2
+    assert err.strip() == (
+        "nbopt: nodes (line 3): nodes: 2 needs a launcher that starts nbopt on every machine: srun --nodes=2 "
+        "--ntasks-per-node=2 nbopt run RECIPE.yaml on a SLURM cluster, or on each of the 2 machines: torchrun "
+        "--nnodes=2 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-endpoint=FIRST_MACHINE:29500 $(which nbopt) "
+        "run RECIPE.yaml")
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
 # -- pre-flight: refused before anything starts, with what to do instead --------------------------------
 
 BASE = "model: cnn(width=8)\ndata: synthetic(n=200, shape=[1, 16, 16], classes=4)\n"
@@ -233,6 +270,7 @@ BASE = "model: cnn(width=8)\ndata: synthetic(n=200, shape=[1, 16, 16], classes=4
     ("devices: 2\nstrategy: ddp_notebok\n", "strategy", 4,
      r"unknown strategy 'ddp_notebok' — did you mean 'ddp_notebook'\?"),
     ("devices: 0\n", "devices", 3, r"devices must be at least 1, got 0"),
+    ("nodes: 0\n", "nodes", 3, r"nodes must be at least 1, got 0"),
 ])
 def test_preflight_refuses_with_a_pinned_message(check, lines, key, line, message):
     import torch
@@ -487,6 +525,18 @@ def test_kernel_error_in_one_rank_ends_the_cell_with_that_error_and_no_workers(k
     assert_no_workers_left(kernel)
     reply, outputs = run_cell(kernel, "print('still here')", timeout=30)
     assert reply["status"] == "ok" and kernel.text(outputs).strip() == "still here"
+
+
+def test_kernel_refuses_several_nodes_and_prints_the_commands(kernel):
+    reply, outputs = run_cell(kernel, "%%nbopt train\n" + BASE + "name: big\nnodes: 4\ndevices: 2\n", timeout=60)
+    assert reply["status"] == "error" and reply["ename"] == "RecipeError"
+    [error] = kernel.errors(outputs)
+    assert re.sub(r"\x1b\[[0-9;]*m", "", error["traceback"][0]) == (
+        "RecipeError: nodes (line 4): nodes: 4 needs a process on every machine, which a notebook kernel cannot "
+        "start; %nbopt export big --to big.yaml, then in a shell: srun --nodes=4 --ntasks-per-node=2 nbopt run "
+        "big.yaml on a SLURM cluster, or on each of the 4 machines: torchrun --nnodes=4 --nproc-per-node=2 "
+        "--rdzv-backend=c10d --rdzv-endpoint=FIRST_MACHINE:29500 $(which nbopt) run big.yaml")
+    assert_no_workers_left(kernel, grace=0)
 
 
 def test_kernel_refuses_fsdp_on_cpu_in_one_line(kernel):
