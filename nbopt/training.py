@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.utilities.model_helpers import is_overridden
+from torch.multiprocessing import ProcessRaisedException
 
 from nbopt._perf import threads_for, tune_allocator, use_channels_last
 from nbopt._quiet import quiet_lightning
@@ -102,6 +103,10 @@ def execute(plan: Plan, *, name: str | None = None, live: bool = True, stop: Int
         finally:
             session.guard.release()
         return session.finish()
+
+
+class WorkerError(RuntimeError):
+    """A DDP worker process of a notebook run raised; its exception cannot cross the process boundary."""
 
 
 class _Session:
@@ -193,6 +198,8 @@ class _Session:
         watcher.start()
         try:
             trainer.fit(self.module, train_dataloaders=self.data.train, val_dataloaders=self.data.val)
+        except ProcessRaisedException as exc:
+            raise self._worker_failure(exc) from None
         finally:
             done.set()
             watcher.join()
@@ -212,6 +219,14 @@ class _Session:
             if values:
                 pick = max if self.mode == "max" else min
                 self.best.best_epoch = values.index(pick(values)) + 1
+
+    def _worker_failure(self, exc) -> "WorkerError":
+        """One line naming the process and its error; the worker's whole traceback goes to the run folder."""
+        trace = str(exc).strip()
+        (self.folder.path / "error.txt").write_text(trace + "\n")
+        last = trace.splitlines()[-1] if trace else type(exc).__name__
+        return WorkerError(f"process {exc.error_index} of {self.recipe.devices} failed (its traceback is in "
+                           f"{self.folder.path / 'error.txt'}): {last}")
 
     def _watch_folder(self, done: threading.Event, trainer: pl.Trainer) -> None:
         seen, signalled = 0, False
@@ -271,6 +286,9 @@ class _Session:
             metrics["best_epoch"] = len(self.recorder.rows) or None
         metrics.update(epochs_run=len(self.recorder.rows), seconds=self.seconds,
                        parameters=sum(p.numel() for p in self.target.parameters()))
+        if self.strategy != "auto":  # starting processes and their process group is not training time
+            trained = sum(row.get("seconds", 0.0) for row in self.recorder.rows)
+            metrics.update(seconds=trained, startup_seconds=max(self.seconds - trained, 0.0))
         compression.add_metrics(self, metrics)
         status = "interrupted" if self.guard.requested else "stopped early" if self.stopped_early else "finished"
         note = ""

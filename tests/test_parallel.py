@@ -374,7 +374,8 @@ def test_kernel_ddp_trains_shows_live_epochs_and_returns_the_best_weights(kernel
         print(json.dumps({
             "status": prun.status, "epochs": prun.history["epoch"].tolist(),
             "val_loss": prun.history["val_loss"].tolist(), "columns": list(prun.history.columns),
-            "metrics": prun.metrics, "same_keys": sorted(saved) == sorted(own),
+            "metrics": prun.metrics, "epoch_seconds": prun.history["seconds"].tolist(),
+            "same_keys": sorted(saved) == sorted(own),
             "same_weights": all(torch.equal(saved[k], own[k]) for k in own),
         }))
     """))
@@ -384,6 +385,9 @@ def test_kernel_ddp_trains_shows_live_epochs_and_returns_the_best_weights(kernel
     metrics = result["metrics"]
     assert {"val_loss", "val_acc", "best_epoch", "epochs_run", "seconds"} <= set(metrics)
     assert metrics["epochs_run"] == 4
+    # the time is the epochs' own; starting the worker processes is counted apart
+    assert metrics["seconds"] == pytest.approx(sum(result["epoch_seconds"]))
+    assert metrics["startup_seconds"] > 0
     # the best epoch's weights came back from the workers: the model scores what that epoch scored
     val_loss = result["val_loss"]
     best = min(range(4), key=lambda i: val_loss[i])
@@ -425,9 +429,11 @@ def test_kernel_ddp_early_stopping_stops_both_ranks(kernel):
     assert reply["status"] == "ok", kernel.errors(outputs)
     assert time.monotonic() - started < 240
     result = kernel_json(kernel, "import json\nprint(json.dumps({'status': esrun.status, "
-                                 "'epochs': esrun.history['epoch'].tolist(), 'best': esrun.metrics['best_epoch']}))")
+                                 "'epochs': esrun.history['epoch'].tolist(), 'best': esrun.metrics['best_epoch'], "
+                                 "'val_loss': esrun.history['val_loss'].tolist()}))")
     assert result["epochs"] == [1, 2], result
-    assert result["best"] == 1
+    # the weights kept are those of the lower val_loss, even when it is lower by less than min_delta
+    assert result["best"] == 1 + result["val_loss"].index(min(result["val_loss"]))
     assert result["status"] == "stopped early", result
     assert_no_workers_left(kernel)
 
@@ -519,6 +525,11 @@ def test_kernel_error_in_one_rank_ends_the_cell_with_that_error_and_no_workers(k
     assert "broken on rank 1 on purpose" in reply["evalue"], (reply["ename"], reply["evalue"][-2000:])
     assert reply["evalue"].strip().endswith("RuntimeError: broken on rank 1 on purpose"), reply["evalue"][-500:]
     assert re.search(r"\b(process|rank) 1\b", reply["evalue"], re.IGNORECASE), reply["evalue"][:500]
+    # one line: the process, where its traceback went, and its error — not the worker's traceback as the message
+    assert "\n" not in reply["evalue"].strip(), reply["evalue"][:1000]
+    assert reply["evalue"].startswith("process 1 of 2 failed (its traceback is in "), reply["evalue"]
+    trace = (kernel.runs / "par-fail" / "error.txt").read_text()
+    assert "Traceback" in trace and "broken on rank 1 on purpose" in trace
     assert time.monotonic() - started < 240
     assert json.loads((kernel.runs / "par-fail" / "run.json").read_text())["status"] == "failed"
     assert kernel.km.is_alive()

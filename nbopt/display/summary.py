@@ -25,7 +25,10 @@ def summary_rows(run) -> list[tuple[str, str]]:
     for key in ("val_loss", run.metric_key, run.metric_key.replace("val_", "test_"), "test_loss"):
         if key in m:
             rows.append((key, _fmt(m[key])))
-    rows += [("time", f"{m.get('seconds', 0):.1f} s"), ("saved in", str(run.folder))]
+    time_text = f"{m.get('seconds', 0):.1f} s"
+    if "startup_seconds" in m:
+        time_text += f" (+ {m['startup_seconds']:.1f} s starting the processes)"
+    rows += [("time", time_text), ("saved in", str(run.folder))]
     return rows
 
 
