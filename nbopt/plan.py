@@ -160,9 +160,24 @@ def check(recipe: str | dict | Recipe, namespace: dict | None = None) -> Plan:
                           "yourself after training", key="quantize", line=recipe.line("quantize"))
     plan = Plan(recipe, data, model, loss, surgery, teacher)
     _check_monitor(plan)
-    if not model.is_lightning:
+    if model.is_lightning:
+        _check_own_steps(plan)
+    else:
         _check_forward(plan)
     return plan
+
+
+def _check_own_steps(plan: Plan) -> None:
+    """A user's LightningModule must validate: the history, best weights and final scores come from it."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    for step in ("training_step", "validation_step"):
+        if not is_overridden(step, plan.model.net, pl.LightningModule):
+            raise RecipeError(f"your LightningModule {type(plan.model.net).__name__} has no {step}; nbopt "
+                              f"validates every epoch to keep the best weights, so define {step} and log "
+                              "val_loss in validation_step (self.log('val_loss', loss))",
+                              key="model", line=plan.recipe.line("model"))
 
 
 def resolve_teacher(recipe: Recipe, namespace: dict, data: DataBundle) -> nn.Module:

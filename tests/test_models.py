@@ -241,3 +241,16 @@ def test_own_lightning_module_best_weights_and_checkpoint(train):
     assert set(saved) == set(current)
     assert all(torch.equal(saved[k], current[k]) for k in saved)
     assert run.metrics["best_epoch"] == int(np.argmin(run.history["val_loss"])) + 1
+
+
+class NoValidation(OwnSteps):
+    validation_step = pl.LightningModule.validation_step
+
+
+def test_own_lightning_module_without_validation_step_is_refused_before_training(check):
+    with pytest.raises(RecipeError) as info:
+        check("model: module\ndata: digits\n", {"module": NoValidation()})
+    assert str(info.value) == (
+        "model (line 1): your LightningModule NoValidation has no validation_step; nbopt validates every epoch to "
+        "keep the best weights, so define validation_step and log val_loss in validation_step "
+        "(self.log('val_loss', loss))")
