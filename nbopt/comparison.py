@@ -224,6 +224,10 @@ class Comparison:
             })
             rows.append(row)
         table = pd.DataFrame(rows).set_index("variant")
+        for column in ("best epoch", "epochs run"):  # whole numbers unless averaged over seeds
+            values = table[column].dropna()
+            if (values == values.round()).all():
+                table[column] = table[column].astype("Int64")
         return table.sort_values(self.metric_key, ascending=not self.higher_is_better)
 
     def _verdict(self) -> str:
@@ -232,14 +236,19 @@ class Comparison:
         first, second = self.table.index[0], self.table.index[1]
         lead = abs(self.table.loc[first, self.metric_key] - self.table.loc[second, self.metric_key])
         if self.repeats < 2:
+            if lead == 0:
+                return (f"'{first}' and '{second}' tie on {self.metric_key} in a single run; use --repeats 3 or "
+                        "more to compare them over several seeds.")
             return (f"'{first}' leads '{second}' by {lead:.4g} {self.metric_key} in a single run; "
                     "use --repeats 3 or more to see whether that is more than seed-to-seed noise.")
         spread = max(self.table.loc[first, f"{self.metric_key} std"], self.table.loc[second, f"{self.metric_key} std"])
         if lead > spread:
             return (f"'{first}' leads '{second}' by {lead:.4g} {self.metric_key}, more than the seed-to-seed "
                     f"spread (std up to {spread:.4g}) over {self.repeats} seeds.")
-        return (f"'{first}' leads '{second}' by only {lead:.4g} {self.metric_key}, within the seed-to-seed spread "
-                f"(std up to {spread:.4g}) over {self.repeats} seeds: the ranking may be noise.")
+        ranking = f"'{first}' and '{second}' tie on {self.metric_key}" if lead == 0 else \
+            f"'{first}' leads '{second}' by only {lead:.4g} {self.metric_key}"
+        return (f"{ranking}, within the seed-to-seed spread (std up to {spread:.4g}) over {self.repeats} seeds: "
+                "the ranking may be noise.")
 
     def plot(self):
         """Overlaid curves; with several seeds, each variant's mean curve."""

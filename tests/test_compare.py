@@ -167,6 +167,14 @@ def test_repeats_verdict_says_when_the_lead_is_within_the_spread():
     assert "over 2 seeds: the ranking may be noise" in comparison.verdict
 
 
+def test_a_tie_in_one_run_is_called_a_tie_and_epochs_are_whole_numbers():
+    comparison = compare("model: mlp(hidden=[8])\n" + TINY + "epochs: 2\nvariants:\n  a: {}\n  b: {}\n")
+    assert comparison.verdict == ("'a' and 'b' tie on val_acc in a single run; use --repeats 3 or more to compare "
+                                  "them over several seeds.")
+    assert comparison.table["epochs run"].tolist() == [2, 2]
+    assert " 2.0 " not in comparison.table.to_string()
+
+
 # -- mistakes: before any training -----------------------------------------------------------------------------
 
 def test_an_invalid_variant_fails_before_any_training(runs_dir):
