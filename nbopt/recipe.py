@@ -21,8 +21,6 @@ from nbopt.yamltext import load_yaml
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true",
               "transformer-engine")
 
-# Keys of the contract that later versions add; named here so the message is honest, not "unknown".
-_PLANNED_KEYS: set[str] = set()
 _OTHER_MAGIC_KEYS = {"variants": "%%nbopt compare", "search": "%%nbopt sweep"}
 _COMPONENT_KEYS = ("optimizer", "loss", "activation")
 _OPTIMIZER_ARGUMENTS = {"lr", "learning_rate", "momentum", "weight_decay", "betas", "nesterov"}
@@ -165,14 +163,11 @@ def _check_keys(raw: dict, lines: dict) -> None:
         line = lines.get(str(key))
         if key in _OTHER_MAGIC_KEYS:
             raise RecipeError(f"`{key}:` belongs in a {_OTHER_MAGIC_KEYS[key]} cell, not here", key=key, line=line)
-        if key in _PLANNED_KEYS:
-            raise RecipeError(f"`{key}` is part of nbopt's plan but not available in this version yet; "
-                              "remove it to train without it", key=key, line=line)
         if key in _OPTIMIZER_ARGUMENTS:
             raise RecipeError(f"`{key}` is an optimizer argument; write it there, e.g. "
                               f"`optimizer: adam({'lr' if key == 'learning_rate' else key}={raw[key]!r})`",
                               key=key, line=line)
-        guess = closest(str(key), list(KNOWN_KEYS) + sorted(_PLANNED_KEYS))
+        guess = closest(str(key), list(KNOWN_KEYS))
         hint = f" — did you mean '{guess}'?" if guess else f"; valid keys: {', '.join(KNOWN_KEYS)}"
         raise RecipeError(f"unknown recipe key '{key}'{hint}", key=str(key), line=line)
     for required in ("model", "data"):

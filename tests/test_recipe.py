@@ -9,7 +9,7 @@ from IPython.core.error import UsageError
 
 from nbopt import RecipeError
 from nbopt.components import Component
-from nbopt.recipe import _PLANNED_KEYS, KNOWN_KEYS, parse_recipe
+from nbopt.recipe import KNOWN_KEYS, parse_recipe
 from nbopt.techniques.optimizers import OPTIMIZERS, build_optimizer
 from nbopt.yamltext import load_yaml
 
@@ -211,13 +211,6 @@ def test_error_messages(text, message):
     error = fails(text, message)
     assert isinstance(error, UsageError)
     assert "\n" not in str(error), "a RecipeError is one line"
-
-
-@pytest.mark.parametrize("key", sorted(_PLANNED_KEYS - set(KNOWN_KEYS)))
-def test_planned_but_unavailable_keys_say_so(key):
-    """Keys of the contract that this version does not have yet are named honestly, not 'unknown'."""
-    fails(BASE + f"{key}: 1\n", f"{key} (line 3): `{key}` is part of nbopt's plan but not available in this version "
-                                f"yet; remove it to train without it")
 
 
 def test_an_unclosed_list_points_at_the_recipe():
