@@ -13,8 +13,16 @@ class Reference:
     """What a `model:`/`data:` value points at: a user object (with call arguments) or a built-in."""
 
     def __init__(self, obj: Any = None, builtin: Component | None = None, label: str = "",
-                 call_args: Component | None = None):
+                 call_args: Component | None = None, hides: str | None = None):
         self.obj, self.builtin, self.label, self.call_args = obj, builtin, label, call_args
+        self.hides = hides  # the kind of built-in a notebook variable of the same name hides, if any
+
+    def hint(self) -> str:
+        """For a variable of the wrong type that hides a built-in: the likely mistake, and its fix."""
+        if not self.hides:
+            return ""
+        return (f"; this notebook variable hides nbopt's {self.hides} '{self.label}' — rename the variable "
+                f"(or `del {self.label}`) to use the built-in")
 
 
 def lookup(value: Any, key: str, registry: Registry, namespace: dict | None, line: int | None = None) -> Reference:
@@ -30,7 +38,8 @@ def lookup(value: Any, key: str, registry: Registry, namespace: dict | None, lin
     namespace = namespace or {}
     if component.name in namespace:
         called = component if (component.args or component.kwargs or str(value).endswith(")")) else None
-        return Reference(obj=namespace[component.name], label=component.name, call_args=called)
+        return Reference(obj=namespace[component.name], label=component.name, call_args=called,
+                         hides=registry.kind if component.name in registry else None)
     if component.name in registry:
         registry.resolve(component, key, line)  # validates the built-in's arguments now
         return Reference(builtin=component, label=component.to_text())

@@ -456,3 +456,13 @@ def test_builtin_training_batches_use_the_recipe_batch_size(check):
     d = plan_for(check, "iris", extra="batch_size: 32\n").data
     assert d.steps_per_epoch == math.ceil(d.sizes["train"] / 32)
     assert [len(x) for x, _ in d.train][:-1] == [32] * (d.steps_per_epoch - 1)
+
+
+def test_a_notebook_variable_that_hides_a_builtin_dataset_says_so(check):
+    from sklearn.datasets import load_digits
+
+    with pytest.raises(RecipeError) as info:
+        check("model: mlp\ndata: digits\n", {"digits": load_digits()})
+    assert str(info.value).endswith(
+        "; this notebook variable hides nbopt's built-in dataset 'digits' — rename the variable (or `del digits`) "
+        "to use the built-in")

@@ -89,8 +89,8 @@ def resolve_data(ref: Reference, recipe: Recipe) -> DataBundle:
     if isinstance(obj, TensorDataset) and len(obj.tensors) == 2:
         return _from_arrays(*obj.tensors, recipe, f"{ref.label}: TensorDataset")
     raise RecipeError(f"'{ref.label}' is of type {type(obj).__name__}; expected a LightningDataModule, a (train, val) "
-                      "pair of Datasets or DataLoaders, an (X, y) pair of arrays, or a DataFrame with `target:`",
-                      key="data", line=line)
+                      "pair of Datasets or DataLoaders, an (X, y) pair of arrays, or a DataFrame with `target:`"
+                      + ref.hint(), key="data", line=line)
 
 
 def _is_array(obj) -> bool:

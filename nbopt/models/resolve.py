@@ -63,7 +63,7 @@ def _instantiate(ref: Reference, line: int | None) -> nn.Module:
             return made
         raise RecipeError(f"'{ref.label}' returned {type(made).__name__}, not an nn.Module", key="model", line=line)
     raise RecipeError(f"'{ref.label}' is of type {type(obj).__name__}; expected an nn.Module, a LightningModule, "
-                      "or a class/function that returns one", key="model", line=line)
+                      "or a class/function that returns one" + ref.hint(), key="model", line=line)
 
 
 def _signature(obj) -> str:
