@@ -31,7 +31,11 @@ class Run:
 
     @property
     def checkpoint(self) -> Path:
-        """The best weights: ``model.load_state_dict(torch.load(run.checkpoint, weights_only=True))``."""
+        """The best weights: ``model.load_state_dict(torch.load(run.checkpoint, weights_only=True))``.
+
+        For a quantized run these are the float weights it started from; the int8 model itself
+        (``run.model``) is saved whole next to them as ``model-int8.pt``.
+        """
         return self.folder / "best.pt"
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import json
 import os
 import signal
@@ -38,7 +39,7 @@ from nbopt.parallel import is_distributed_child, lightning_strategy
 from nbopt.plan import Plan, check, monitor_mode
 from nbopt.recipe import Recipe
 from nbopt.run import Run
-from nbopt.store import RunFolder, atomic_write_text, save_weights
+from nbopt.store import RunFolder, atomic_write_bytes, atomic_write_text, save_weights
 from nbopt.techniques.augment import build_augmenter
 from nbopt.techniques.losses import build_loss
 from nbopt.techniques.lr_find import find_lr
@@ -276,7 +277,9 @@ class _Session:
         if self.quantized is not None:
             quantized_scores = self.scores(self.quantized)
             metrics = {**{f"float_{k}": v for k, v in scores.items()}, **quantized_scores}
-            torch.save(self.quantized, folder.path / "model-int8.pt")
+            buffer = io.BytesIO()
+            torch.save(self.quantized, buffer)  # the whole module: int8 layers have no plain state_dict twin
+            atomic_write_bytes(folder.path / "model-int8.pt", buffer.getvalue())
         if self.lr_found is not None:
             metrics["lr_found"] = self.lr_found
         best = self.best
