@@ -139,8 +139,10 @@ class _Session:
                                       sink=sink) if live else None
         if self.strategy in FORKED_STRATEGIES:
             # Forked workers cannot draw into this kernel's outputs: they write the folder, which we watch.
+            self.parent_listeners = list(listeners)  # they hear the workers' epochs from _watch_folder
             listeners = [_HistoryWriter(self.folder)]
         else:
+            self.parent_listeners = []
             listeners = [_HistoryWriter(self.folder), *([self.live_output] if self.live_output else []), *listeners]
         self.recorder = Recorder(plan.metric_key, listeners, extra=compression.history_columns(recipe, self.target))
         self.best: BestWeights | None = None
@@ -230,23 +232,36 @@ class _Session:
                            f"{self.folder.path / 'error.txt'}): {last}")
 
     def _watch_folder(self, done: threading.Event, trainer: pl.Trainer) -> None:
+        """Show the workers' epochs as they land, tell this process's listeners, and pass stops on.
+
+        A listener asks to stop the way it would in one process, with ``trainer.should_stop`` (a
+        sweep's pruner does); the workers hear it, like the Stop button, as SIGINT, which their
+        interrupt guards turn into a stop of all ranks at the same step.
+        """
         seen, signalled = 0, False
         while not done.wait(1.0):
-            if self.guard.requested and not signalled:  # a Stop button: pass it on as the workers' SIGINT
+            seen = self._deliver_rows(trainer, seen)
+            if (self.guard.requested or trainer.should_stop) and not signalled:
                 signalled = True
                 for process in getattr(trainer.strategy.launcher, "procs", []) or []:
                     with contextlib.suppress(ProcessLookupError, AttributeError):
                         os.kill(process.pid, signal.SIGINT)
-            history = self.folder.path / "history.csv"
-            if self.live_output is None or not history.exists():
-                continue
-            try:
-                rows = pd.read_csv(history).to_dict("records")
-            except (OSError, ValueError, pd.errors.EmptyDataError):
-                continue
-            if len(rows) > seen:
-                seen = len(rows)
-                self.live_output.replay(rows, f"{self.recipe.devices} processes")
+        self._deliver_rows(trainer, seen)  # the epochs that landed after the last look
+
+    def _deliver_rows(self, trainer: pl.Trainer, seen: int) -> int:
+        history = self.folder.path / "history.csv"
+        try:
+            rows = pd.read_csv(history).to_dict("records") if history.exists() else []
+        except (OSError, ValueError, pd.errors.EmptyDataError):
+            return seen
+        if len(rows) <= seen:
+            return seen
+        for row in rows[seen:]:
+            for listener in self.parent_listeners:
+                listener.on_epoch(self.recorder, trainer, row)
+        if self.live_output is not None:
+            self.live_output.replay(rows, f"{self.recipe.devices} processes")
+        return len(rows)
 
     def run_stages(self) -> None:
         recipe = self.recipe

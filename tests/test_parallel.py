@@ -498,6 +498,28 @@ def test_kernel_stop_request_reaches_the_ddp_workers(kernel):
 
 
 @needs_two_cores
+def test_kernel_sweep_prunes_a_ddp_trial_early(kernel):
+    """A sweep whose trials train on 2 processes: the pruner hears every epoch from the workers and
+    stops a hopeless trial early, on both ranks."""
+    recipe = (f"model: cnn(width=8)\ndata: {DATA}\nepochs: 6\nbatch_size: 64\ndevices: 2\nstrategy: ddp\n"
+              "optimizer: sgd(lr=0.05, momentum=0.9)\nsearch:\n  optimizer.lr: [0.05, 0.03, 0.02, 1.0e-7]\n")
+    code = textwrap.dedent(f"""
+        import json
+        from nbopt.sweep import sweep
+        result = sweep({recipe!r}, sampler="grid", pruner="median", study="ddp-pruning", live=False)
+        print(json.dumps(result.trials[["optimizer.lr", "state", "epochs"]].to_dict("records")))
+    """)
+    reply, outputs = run_cell(kernel, code, timeout=400)
+    assert reply["status"] == "ok", kernel.errors(outputs)
+    trials = json.loads(kernel.text(outputs).strip().splitlines()[-1])
+    by_lr = {t["optimizer.lr"]: t for t in trials}
+    assert [by_lr[lr]["state"] for lr in (0.05, 0.03, 0.02)] == ["complete"] * 3, trials
+    assert by_lr[1e-7]["state"] == "pruned", trials
+    assert by_lr[1e-7]["epochs"] < 6, trials
+    assert_no_workers_left(kernel)
+
+
+@needs_two_cores
 def test_kernel_error_in_one_rank_ends_the_cell_with_that_error_and_no_workers(kernel):
     reply, outputs = run_cell(kernel, textwrap.dedent("""
         import torch
