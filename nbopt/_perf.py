@@ -43,12 +43,12 @@ def use_channels_last(model, sample, mixed_precision: bool) -> bool:
     if torch.cuda.is_available() and not mixed_precision:
         return False
     was_training = model.training
-    model.to(memory_format=torch.channels_last).eval()
     try:
+        model.to(memory_format=torch.channels_last).eval()
         with torch.no_grad():
             model(sample.unsqueeze(0).expand(2, *sample.shape).contiguous(memory_format=torch.channels_last))
         return True
-    except RuntimeError:
+    except Exception:  # any failure means the model wants its usual layout; it trains in that one
         model.to(memory_format=torch.contiguous_format)
         return False
     finally:

@@ -254,3 +254,26 @@ def test_own_lightning_module_without_validation_step_is_refused_before_training
         "model (line 1): your LightningModule NoValidation has no validation_step; nbopt validates every epoch to "
         "keep the best weights, so define validation_step and log val_loss in validation_step "
         "(self.log('val_loss', loss))")
+
+
+class FlattensWithView(nn.Module):
+    """A conv net written the old way: `.view()` on the conv output, which NHWC tensors cannot take."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 16 * 16, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.head(h.view(h.size(0), -1))
+
+
+def test_conv_nets_train_in_channels_last_layout_unless_the_model_cannot(train):
+    data = "data: synthetic(n=300, shape=[1, 16, 16], classes=4)\nepochs: 1\n"
+    builtin = train("model: cnn(width=8)\n" + data)
+    weight = builtin.model[3].weight  # conv 8 → 16: its NHWC layout differs from the usual one
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    viewing = train("model: FlattensWithView\n" + data, {"FlattensWithView": FlattensWithView})
+    assert viewing.status == "finished" and viewing.model.conv.weight.is_contiguous()
+    assert 0 <= viewing.metrics["val_acc"] <= 1
