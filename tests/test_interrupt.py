@@ -56,7 +56,10 @@ def test_sigint_during_train_returns_an_interrupted_run(train, runs_dir):
 
 def test_ctrl_c_works_normally_after_a_run(train):
     train("model: mlp(hidden=[8])\ndata: iris\nepochs: 1\n")
-    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # sent to the main thread itself: a process-wide signal may land on any thread (torch's included)
+    main = threading.main_thread().ident
+    threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
     with pytest.raises(KeyboardInterrupt):
         time.sleep(10)
 
