@@ -18,15 +18,6 @@ from nbopt.components import parse_component
 from nbopt.techniques.augment import build_augmenter
 
 
-@pytest.fixture(autouse=True)
-def runs_dir(tmp_path, monkeypatch):
-    """Runs go to a fresh temporary folder, never into the repository."""
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("NBOPT_RUNS_DIR", str(folder))
-    monkeypatch.chdir(tmp_path)
-    return folder
-
-
 def train(recipe, namespace=None, **options):
     return nbopt.train(recipe, {} if namespace is None else namespace, live=False, **options)
 

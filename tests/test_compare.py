@@ -14,27 +14,6 @@ import nbopt
 from nbopt import RecipeError
 
 
-@pytest.fixture(autouse=True)
-def runs_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("NBOPT_RUNS_DIR", str(folder))
-    monkeypatch.chdir(tmp_path)
-    return folder
-
-
-@pytest.fixture
-def shell():
-    """The process's real IPython shell with nbopt loaded; names a test adds are removed afterwards."""
-    from IPython.core.interactiveshell import InteractiveShell
-
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "nbopt")
-    before = set(ip.user_ns)
-    yield ip
-    for name in set(ip.user_ns) - before:
-        ip.user_ns.pop(name, None)
-
-
 def compare(recipe, namespace=None, **options):
     return nbopt.compare(recipe, {} if namespace is None else namespace, live=False, **options)
 
@@ -213,30 +192,30 @@ def test_repeats_below_one_is_refused():
 CELL = "model: mlp(hidden=[8])\n" + TINY + "epochs: 1\nvariants:\n  adam: {}\n  sgd: {optimizer: 'sgd(lr=0.1)'}\n"
 
 
-def test_compare_magic_leaves_a_comparison(shell, capsys):
+def test_compare_magic_leaves_a_comparison(ip, capsys):
     from nbopt.comparison import Comparison
-    shell.run_cell_magic("nbopt", "compare", CELL)
-    comparison = shell.user_ns["comparison"]
+    ip.run_cell_magic("nbopt", "compare", CELL)
+    comparison = ip.user_ns["comparison"]
     assert isinstance(comparison, Comparison)
     assert set(comparison.runs) == {"adam", "sgd"} and comparison.repeats == 1
     out = capsys.readouterr().out
     assert "val_acc" in out and comparison.verdict in out
 
 
-def test_compare_magic_repeats_and_out(shell):
+def test_compare_magic_repeats_and_out(ip):
     from nbopt.comparison import Comparison
-    shell.run_cell_magic("nbopt", "compare --repeats 2 --out cmp", CELL)
-    cmp = shell.user_ns["cmp"]
-    assert isinstance(cmp, Comparison) and "comparison" not in shell.user_ns
+    ip.run_cell_magic("nbopt", "compare --repeats 2 --out cmp", CELL)
+    cmp = ip.user_ns["cmp"]
+    assert isinstance(cmp, Comparison) and "comparison" not in ip.user_ns
     assert cmp.repeats == 2 and all(len(runs) == 2 for runs in cmp.all_runs.values())
     assert "val_acc std" in cmp.table.columns
 
 
-def test_compare_magic_with_an_invalid_variant_shows_the_error_and_trains_nothing(shell, runs_dir, capsys):
-    result = shell.run_cell("%%nbopt compare\nmodel: mlp\ndata: wine\nvariants:\n  bad: {optimizer: adma}\n")
+def test_compare_magic_with_an_invalid_variant_shows_the_error_and_trains_nothing(ip, runs_dir, capsys):
+    result = ip.run_cell("%%nbopt compare\nmodel: mlp\ndata: wine\nvariants:\n  bad: {optimizer: adma}\n")
     assert isinstance(result.error_in_exec, RecipeError)
     assert "variant 'bad'" in str(result.error_in_exec)
-    assert "comparison" not in shell.user_ns
+    assert "comparison" not in ip.user_ns
     assert no_runs(runs_dir)
     shown = capsys.readouterr()
     assert "Traceback" not in shown.out + shown.err

@@ -18,14 +18,6 @@ import nbopt
 from nbopt import RecipeError
 
 
-@pytest.fixture(autouse=True)
-def runs_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("NBOPT_RUNS_DIR", str(folder))
-    monkeypatch.chdir(tmp_path)
-    return folder
-
-
 def train(recipe, namespace=None):
     return nbopt.train(recipe, {} if namespace is None else namespace, live=False)
 
