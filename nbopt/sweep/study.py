@@ -44,25 +44,34 @@ def masked(url: str | None) -> str:
 
 
 def open_storage(url: str | None):
+    """The journal file in the working folder by default, else the database at `url`."""
     if not url:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         return JournalStorage(JournalFileBackend(DEFAULT_STORAGE_FILE))
     if url.startswith("postgresql"):
         _require("psycopg2", "psycopg2-binary", "a PostgreSQL storage")
-    for attempt in range(5):  # workers starting together race to create Optuna's tables; the loser retries
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-        except Exception as exc:  # noqa: BLE001 — decided below
-            if attempt < 4 and type(exc).__name__ in ("IntegrityError", "ProgrammingError", "UniqueViolation"):
-                time.sleep(0.5 + random.random())
-                continue
-            error = exc
-            break
     try:
-        raise error
+        return _rdb_storage(url)
     except Exception as exc:  # connection refused, bad URL, missing database: say where, never the password
         raise RecipeError(f"cannot open the sweep storage {masked(url)}: {str(exc).splitlines()[0]}"
                           .replace(url, masked(url))) from None
+
+
+def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Open a database storage, creating Optuna's tables if they are missing.
+
+    Workers that start together on an empty database all create the tables at once; all but one fail
+    with a duplicate table or key. That only means another worker made them, so wait a moment and open
+    again. Any other error (refused connection, wrong password) is final.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 + random.random())
 
 
 def _require(module: str, package: str, purpose: str) -> None:
