@@ -341,6 +341,54 @@ def test_recovery_leaves_a_trial_alone_whose_worker_is_still_writing_who_it_is(t
     assert [t.state for t in study.trials] == [TrialState.RUNNING]
 
 
+def test_a_trial_that_another_worker_finished_is_skipped_and_the_sweep_goes_on(tmp_path, runs_dir, monkeypatch,
+                                                                               caplog):
+    """Another worker's dead-trial recovery fails a trial this worker is still training (its worker looked
+    silent for too long) and queues its parameters again. This worker's next write to the trial gets
+    Optuna's UpdateFinishedTrialError: it stops that trial, says so, and goes on with the next."""
+    from nbopt.callbacks.interrupt import InterruptGuard
+    from nbopt.sweep import study as study_module
+    from nbopt.sweep.space import parse_space
+    from nbopt.sweep.study import open_storage, recover_dead_trials
+    from nbopt.sweep.worker import run_trials
+
+    class AnotherWorker:
+        """Stands where the live board does; when this worker starts its first trial, another worker (its
+        own view of the study, loaded afresh) takes every running trial for dead, as after a long silence."""
+        recovered = None
+
+        def started(self, number):
+            if self.recovered is None:
+                with monkeypatch.context() as patch:
+                    patch.setattr(study_module, "STALE_AFTER_S", -1)
+                    self.recovered = recover_dead_trials(journal_study("S"))
+
+        def progress(self, *args):
+            pass
+
+        def finished(self, study):
+            pass
+
+    study = optuna.create_study(study_name="S", storage=open_storage(None), direction="maximize")
+    base = yaml.safe_load(recipe("  optimizer.lr: loguniform(1e-3, 1e-1)\n", epochs=3))
+    params = parse_space(base.pop("search"), {})
+    board = AnotherWorker()
+    with caplog.at_level("WARNING", logger="nbopt.sweep"):
+        run_trials(study, base, params, trials=2, metric="val_acc", namespace={}, grid=False,
+                   guard=InterruptGuard(), board=board)
+    assert board.recovered == 1
+    study = journal_study("S")
+    assert states(study) == ["FAIL", "COMPLETE", "COMPLETE"], "the taken trial is skipped; 2 trials finish"
+    taken, rerun = study.trials[0], study.trials[1]
+    assert rerun.params == taken.params, "the recovered trial's parameters ran again"
+    assert "run" not in taken.user_attrs, "this worker recorded nothing more on the trial it lost"
+    history = (runs_dir / "S-trial0" / "history.csv").read_text().splitlines()
+    assert len(history) == 2, "the lost trial stopped training after the epoch that found it finished"
+    assert [r.getMessage() for r in caplog.records] == [
+        "nbopt sweep: trial 0 was finished by another worker (taken for dead?); this worker's result for it is "
+        "dropped and the sweep goes on"]
+
+
 # -- a study remembers its space ---------------------------------------------------------------------------------
 
 def test_changing_the_space_of_an_existing_study_is_refused_unless_allowed(tmp_path, runs_dir):

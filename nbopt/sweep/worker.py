@@ -6,6 +6,7 @@ so the pruner can stop bad trials early, and record the result in the study.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -16,21 +17,32 @@ from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener
 from nbopt.errors import RecipeError
 from nbopt.sweep.space import Param, apply
-from nbopt.sweep.study import FINISHED, claim_queued_trial, counts, worker_identity
+from nbopt.sweep.study import claim_queued_trial, counts, worker_identity
+
+_log = logging.getLogger(__name__)
 
 
 class _TrialReporter(Listener):
-    """Reports each epoch's metric to Optuna; asks the Trainer to stop when the pruner says so."""
+    """Reports each epoch's metric to Optuna; asks the Trainer to stop when the pruner says so, or when
+    the trial was finished elsewhere (then `finished_elsewhere` is set and nothing more is recorded)."""
 
     def __init__(self, trial: optuna.Trial, metric: str, epochs: int, board=None):
         self.trial, self.metric, self.epochs, self.board = trial, metric, epochs, board
-        self.pruned = False
+        self.pruned = self.finished_elsewhere = False
 
     def on_step(self, recorder, trainer) -> None:
         if self.board is not None:
             self.board.progress(self.trial.number, recorder, trainer, self.epochs)
 
     def on_epoch(self, recorder, trainer, row) -> None:
+        try:
+            self._report(row)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self.finished_elsewhere = True
+        if self.pruned or self.finished_elsewhere:
+            trainer.should_stop = True
+
+    def _report(self, row) -> None:
         value = row.get(self.metric, math.nan)
         self.trial.set_user_attr("heartbeat", time.time())
         self.trial.set_user_attr("epoch", row["epoch"])
@@ -39,16 +51,17 @@ class _TrialReporter(Listener):
         self.trial.report(value, row["epoch"])
         if self.trial.should_prune():
             self.pruned = True
-            trainer.should_stop = True
 
 
 def run_trials(study: optuna.Study, base: dict, params: list[Param], *, trials: int, metric: str,
                namespace: dict | None, grid: bool, guard: InterruptGuard, board=None,
                timeout: float | None = None) -> None:
-    """Run trials until the study holds `trials` finished ones (or the grid is done, or time is up)."""
-    from nbopt.plan import check
-    from nbopt.training import execute
+    """Run trials until the study holds `trials` finished ones (or the grid is done, or time is up).
 
+    Another worker may finish a trial while this one still runs it: dead-trial recovery takes a worker
+    that has been silent too long for dead. Writing to that trial raises UpdateFinishedTrialError; the
+    trial is dropped, with a warning, and the loop goes on (a final tell that finds it finished is skipped).
+    """
     deadline = time.monotonic() + timeout if timeout else None
     while not guard.requested and (deadline is None or time.monotonic() < deadline):
         state = counts(study)
@@ -57,49 +70,57 @@ def run_trials(study: optuna.Study, base: dict, params: list[Param], *, trials: 
         trial = claim_queued_trial(study) if grid else study.ask()
         if trial is None:  # the grid is done
             return
-        for key, value in worker_identity().items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("heartbeat", time.time())
-        recipe = base
-        for param in params:
-            recipe = apply(recipe, param.key, param.suggest(trial))
         try:
-            plan = check(recipe, namespace)
-        except RecipeError as exc:  # a combination the space allowed but the data or model cannot take
-            trial.set_user_attr("error", str(exc))
-            study.tell(trial, state=TrialState.FAIL)
-            continue
-        reporter = _TrialReporter(trial, metric, plan.recipe.epochs, board)
-        if board is not None:
-            board.started(trial.number)
-        try:
-            run = execute(plan, name=f"{study.study_name}-trial{trial.number}", live=False, stop=guard,
-                          listeners=[reporter])
-        except Exception as exc:  # record the failure in the study so the sweep can go on and show it
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:300])
-            study.tell(trial, state=TrialState.FAIL)
-            if board is not None:
-                board.finished(study)
-            continue
-        trial.set_user_attr("run", run.name)
-        trial.set_user_attr("run_folder", str(run.folder.resolve()))
-        trial.set_user_attr("epochs", run.metrics["epochs_run"])
-        trial.set_user_attr("seconds", run.metrics["seconds"])
-        if run.status == "interrupted":
-            study.tell(trial, state=TrialState.FAIL)  # not finished: re-running the cell retries it
-            if grid:
-                study.enqueue_trial(trial.params)
-        elif reporter.pruned:
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            value = run.metrics.get(metric)
-            if value is None or not math.isfinite(value):
-                study.tell(trial, state=TrialState.FAIL)
-            else:
-                study.tell(trial, value)
+            _run_trial(study, trial, base, params, metric=metric, namespace=namespace, grid=grid, guard=guard,
+                       board=board)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            _log.warning("nbopt sweep: trial %d was finished by another worker (taken for dead?); this "
+                         "worker's result for it is dropped and the sweep goes on", trial.number)
         if board is not None:
             board.finished(study)
 
 
-def finished_count(study: optuna.Study) -> int:
-    return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: list[Param], *, metric: str,
+               namespace: dict | None, grid: bool, guard: InterruptGuard, board) -> None:
+    """Train one trial and record how it ended."""
+    from nbopt.plan import check
+    from nbopt.training import execute
+
+    for key, value in worker_identity().items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("heartbeat", time.time())
+    recipe = base
+    for param in params:
+        recipe = apply(recipe, param.key, param.suggest(trial))
+    try:
+        plan = check(recipe, namespace)
+    except RecipeError as exc:  # a combination the space allowed but the data or model cannot take
+        trial.set_user_attr("error", str(exc))
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        return
+    reporter = _TrialReporter(trial, metric, plan.recipe.epochs, board)
+    if board is not None:
+        board.started(trial.number)
+    try:
+        run = execute(plan, name=f"{study.study_name}-trial{trial.number}", live=False, stop=guard,
+                      listeners=[reporter])
+    except Exception as exc:  # record the failure in the study so the sweep can go on and show it
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:300])
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        return
+    if reporter.finished_elsewhere:
+        raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} was finished elsewhere")
+    trial.set_user_attr("run", run.name)
+    trial.set_user_attr("run_folder", str(run.folder.resolve()))
+    trial.set_user_attr("epochs", run.metrics["epochs_run"])
+    trial.set_user_attr("seconds", run.metrics["seconds"])
+    value, state = run.metrics.get(metric), None
+    if run.status == "interrupted":
+        value, state = None, TrialState.FAIL  # not finished: re-running the cell retries it
+    elif reporter.pruned:
+        value, state = None, TrialState.PRUNED
+    elif value is None or not math.isfinite(value):
+        value, state = None, TrialState.FAIL
+    study.tell(trial, value, state=state, skip_if_finished=True)
+    if run.status == "interrupted" and grid:
+        study.enqueue_trial(trial.params)
