@@ -110,23 +110,59 @@ SPACE_ERRORS = {
         "search.dropout (line 7): uniform needs low < high, got (0.5, 0.1)"),
     "an argument the optimizer does not have": (
         "  optimizer.lrr: loguniform(1e-4, 1e-1)\n", {},
-        "search.optimizer.lrr = 0.0001 makes an invalid recipe: optimizer (line 5): adam has no argument 'lrr' "
-        "— did you mean 'lr'?"),
+        "search.optimizer.lrr (line 7): the bound 0.0001 makes an invalid recipe: optimizer (line 5): adam has no "
+        "argument 'lrr' — did you mean 'lr'?"),
     "a choice that is no optimizer": (
         "  optimizer: [adam, adma]\n", {},
-        "search.optimizer = adma makes an invalid recipe: optimizer (line 5): unknown optimizer 'adma' "
-        "— did you mean 'adam'?"),
+        "search.optimizer (line 7): the choice adma makes an invalid recipe: optimizer (line 5): unknown optimizer "
+        "'adma' — did you mean 'adam'?"),
+    "a choice out of the setting's range": (
+        "  epochs: [1, 0]\n", {},
+        "search.epochs (line 7): the choice 0 makes an invalid recipe: epochs (line 3): must be greater than or "
+        "equal to 1, got 0"),
+    "a choice of model the notebook does not have": (
+        "  model: [mlp, nosuch]\n", {},
+        "search.model (line 7): the choice nosuch makes an invalid recipe: model (line 1): 'nosuch' is neither a "
+        "notebook variable nor a built-in model (cnn, mlp, resnet)"),
     "a grid over a continuous space": (
         "  optimizer.lr: loguniform(1e-4, 1e-1)\n", {"sampler": "grid"},
-        "search.optimizer.lr: a grid needs a finite list of values, but optimizer.lr is loguniform(0.0001, 0.1); "
+        "search.optimizer.lr (line 7): a grid needs a finite list of values, but optimizer.lr is "
+        "loguniform(0.0001, 0.1); "
         "give a list of values, or int(lo, hi) / uniform(lo, hi, step=…)"),
     "empty choices": (
         "  batch_size: []\n", {},
         "search.batch_size (line 7): an empty list of choices"),
     "an argument of a component the recipe lacks": (
         "  scheduler.gamma: uniform(0.1, 0.9)\n", {},
-        "search.scheduler.gamma: the search sets `scheduler.gamma`, but the recipe has no `scheduler:` to set it "
-        "on; add one, e.g. `scheduler: cosine`"),
+        "search.scheduler.gamma (line 7): the search sets `scheduler.gamma`, but the recipe has no `scheduler:` to "
+        "set it on; add one, e.g. `scheduler: cosine`"),
+    # values of the wrong kind for the setting or the component argument they go to
+    "int(...) for a model argument that takes a list": (
+        "  model.hidden: int(16, 64)\n", {},
+        "search.model.hidden (line 7): the bound 16 makes mlp fail (TypeError: 'int' object is not iterable); "
+        "model.hidden takes values like [32]: search a list of such values"),
+    "choices of the wrong kind for a model argument": (
+        "  model.hidden: [32, 64]\n", {},
+        "search.model.hidden (line 7): the choice 32 makes mlp fail (TypeError: 'int' object is not iterable); "
+        "model.hidden takes values like [32]: make each choice such a value"),
+    "fractions for a whole-number setting": (
+        "  batch_size: uniform(16, 64)\n", {},
+        "search.batch_size (line 7): a fraction such as 40.5 makes an invalid recipe: batch_size (line 4): must be "
+        "a valid integer, got a number with a fractional part, got 40.5; for whole numbers write int(16, 64)"),
+    # malformed distributions
+    "int(...) with names for bounds": (
+        "  batch_size: int(lo, hi)\n", {},
+        "search.batch_size (line 7): write int(low, high, step=…) with numbers, got int(lo, hi)"),
+    "int(...) with a fraction": (
+        "  batch_size: int(16.5, 64)\n", {},
+        "search.batch_size (line 7): int takes whole numbers, got int(16.5, 64); for fractions write "
+        "uniform(low, high)"),
+    "a step of zero": (
+        "  batch_size: int(16, 64, step=0)\n", {},
+        "search.batch_size (line 7): int needs a step above 0, got step=0"),
+    "int(...) without its high bound": (
+        "  model.hidden: int(16)\n", {},
+        "search.model.hidden (line 7): write int(low, high, step=…)"),
 }
 
 

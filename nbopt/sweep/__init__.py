@@ -23,9 +23,10 @@ from nbopt.display.plots import register_figure_formatter
 from nbopt.errors import RecipeError
 from nbopt.sweep.board import SweepBoard, trials_table
 from nbopt.sweep.plots import draw_sweep
-from nbopt.sweep.space import check_space, midpoint, parse_space
-from nbopt.sweep.study import (FINISHED, counts, enqueue_grid, masked, open_storage, open_study,
-                               recover_dead_trials, resolve_storage_url)
+from nbopt.sweep.space import parse_space
+from nbopt.sweep.study import (FINISHED, enqueue_grid, masked, open_storage, open_study, recover_dead_trials,
+                               resolve_storage_url)
+from nbopt.sweep.validate import check_space
 from nbopt.sweep.worker import run_trials
 from nbopt.yamltext import load_yaml
 
@@ -62,7 +63,7 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
           storage: str | None = None, study: str | None = None, jobs: int = 1, timeout: float | None = None,
           allow_space_change: bool = False, live: bool = True, stop: InterruptGuard | None = None) -> "Sweep":
     """Run (or resume) a sweep until its study holds `trials` finished trials; returns a Sweep."""
-    from nbopt.plan import check, default_namespace
+    from nbopt.plan import default_namespace
     namespace = default_namespace() if namespace is None else namespace
     if isinstance(recipe, str):
         raw, lines = load_yaml(recipe)
@@ -76,8 +77,7 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
         raise RecipeError(f"--pruner can be {', '.join(PRUNERS)}, got {pruner}")
     if jobs < 1:
         raise RecipeError(f"--jobs must be at least 1, got {jobs}")
-    check_space(raw, params, lines)
-    plan = check(midpoint(raw, params), namespace)  # model and data resolve; shapes fit
+    plan = check_space(raw, params, lines, namespace)  # every value of the space trains; model and data resolve
     metric = metric or plan.metric_key
     if metric not in ("val_loss", plan.metric_key):
         raise RecipeError(f"--metric can be val_loss or {plan.metric_key}, got {metric}")
@@ -86,7 +86,7 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
         raise RecipeError(f"--direction can be maximize or minimize, got {direction}")
     grid_points = None
     if sampler == "grid":
-        labels = [[_stored(p, v) for v in p.grid()] for p in params]
+        labels = [[p.stored(v) for v in p.grid()] for p in params]
         grid_points = [dict(zip([p.key for p in params], combo)) for combo in itertools.product(*labels)]
         trials = trials or len(grid_points)
     trials = trials or 20
@@ -116,12 +116,6 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
     if board is not None:
         board.close(repr(result), result._repr_html_())
     return result
-
-
-def _stored(param, value):
-    """A grid value as Optuna stores it (choices by their label)."""
-    from nbopt.sweep.space import _label
-    return _label(value) if param.kind == "choice" else value
 
 
 def _worker_main(storage, name, sampler, pruner, epochs, seed, worker, threads, work):
@@ -222,10 +216,6 @@ class Sweep:
 
     def __repr__(self) -> str:
         return "nbopt sweep\n" + "\n".join(f"  {k}: {v}" for k, v in self._summary())
-
-
-def finished(study: optuna.Study) -> int:
-    return counts(study)["finished"]
 
 
 __all__ = ["sweep", "Sweep", "SAMPLERS", "PRUNERS", "FINISHED"]

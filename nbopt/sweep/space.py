@@ -21,7 +21,7 @@ import optuna
 
 from nbopt.components import Component, ComponentSyntaxError, parse_component
 from nbopt.errors import RecipeError
-from nbopt.recipe import KNOWN_KEYS, Recipe, parse_recipe
+from nbopt.recipe import KNOWN_KEYS, Recipe
 
 _MAPPING_KEYS = {"early_stopping", "prune", "distill", "normalize"}
 
@@ -34,6 +34,7 @@ class Param:
     high: float | None = None
     step: float | None = None
     choices: tuple = ()
+    line: int | None = None  # of the key in the recipe, for messages
 
     def suggest(self, trial: optuna.Trial):
         if self.kind == "loguniform":
@@ -42,12 +43,16 @@ class Param:
             return trial.suggest_float(self.key, self.low, self.high, step=self.step)
         if self.kind == "int":
             return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1))
-        return self.value_of(trial.suggest_categorical(self.key, [_label(c) for c in self.choices]))
+        return self.value_of(trial.suggest_categorical(self.key, [label(c) for c in self.choices]))
+
+    def stored(self, value):
+        """A value as Optuna stores it (choices by their label): how a grid point is queued."""
+        return label(value) if self.kind == "choice" else value
 
     def value_of(self, suggested):
         """The recipe value for what Optuna stored (choices are stored by their label)."""
         if self.kind == "choice":
-            return {_label(c): c for c in self.choices}[suggested]
+            return {label(c): c for c in self.choices}[suggested]
         return suggested
 
     def grid(self) -> list:
@@ -60,16 +65,16 @@ class Param:
             return [self.low + i * self.step for i in range(count + 1)]
         raise RecipeError(f"a grid needs a finite list of values, but {self.key} is {self.kind}"
                           f"({self.low}, {self.high}); give a list of values, or int(lo, hi) / "
-                          "uniform(lo, hi, step=…)", key=f"search.{self.key}")
+                          "uniform(lo, hi, step=…)", key=f"search.{self.key}", line=self.line)
 
     def describe(self) -> str:
         if self.kind == "choice":
-            return "[" + ", ".join(str(_label(c)) for c in self.choices) + "]"
+            return "[" + ", ".join(str(label(c)) for c in self.choices) + "]"
         step = f", step={self.step:g}" if self.step else ""
         return f"{self.kind}({self.low:g}, {self.high:g}{step})"
 
 
-def _label(choice) -> str | int | float | bool | None:
+def label(choice) -> str | int | float | bool | None:
     """Optuna stores categorical choices as plain values; lists and mappings become their JSON text."""
     if isinstance(choice, (str, int, float, bool)) or choice is None:
         return choice
@@ -101,31 +106,40 @@ def _param(key: str, space, line) -> Param:
     if isinstance(space, list):
         if not space:
             raise RecipeError("an empty list of choices", key=f"search.{key}", line=line)
-        return Param(key, "choice", choices=tuple(space))
+        return Param(key, "choice", choices=tuple(space), line=line)
     if isinstance(space, str):
         try:
             component = parse_component(space)
         except ComponentSyntaxError:
             component = None
         if component is not None and component.name in _DISTRIBUTIONS:
-            names = _DISTRIBUTIONS[component.name]
-            values = dict(zip(names, component.args)) | component.kwargs
-            unknown = set(values) - set(names)
-            if unknown or "low" not in values or "high" not in values:
-                raise RecipeError(f"write {component.name}(low, high" + (", step=…)" if "step" in names else ")"),
-                                  key=f"search.{key}", line=line)
-            low, high = float(values["low"]), float(values["high"])
-            if not low < high or (component.name == "loguniform" and low <= 0):
-                raise RecipeError(f"{component.name} needs 0 < low < high" if component.name == "loguniform"
-                                  else f"{component.name} needs low < high, got ({low:g}, {high:g})",
-                                  key=f"search.{key}", line=line)
-            return Param(key, component.name, low, high, values.get("step"))
+            return _distribution(key, space, component, line)
     raise RecipeError(f"expected loguniform(lo, hi), uniform(lo, hi), int(lo, hi) or a list of choices, "
                       f"got {space!r}", key=f"search.{key}", line=line)
 
 
-def apply(recipe: dict, key: str, value) -> dict:
-    """A copy of the recipe with `value` at the dotted `key`."""
+def _distribution(key: str, text: str, component: Component, line) -> Param:
+    kind, names = component.name, _DISTRIBUTIONS[component.name]
+    form = f"{kind}(low, high" + (", step=…)" if "step" in names else ")")
+    where = {"key": f"search.{key}", "line": line}
+    values = dict(zip(names, component.args)) | component.kwargs
+    if set(values) - set(names) or "low" not in values or "high" not in values:
+        raise RecipeError(f"write {form}", **where)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
+        raise RecipeError(f"write {form} with numbers, got {text}", **where)
+    if kind == "int" and not all(float(v).is_integer() for v in values.values()):
+        raise RecipeError(f"int takes whole numbers, got {text}; for fractions write uniform(low, high)", **where)
+    low, high, step = float(values["low"]), float(values["high"]), values.get("step")
+    if not low < high or (kind == "loguniform" and low <= 0):
+        raise RecipeError(f"{kind} needs 0 < low < high" if kind == "loguniform"
+                          else f"{kind} needs low < high, got ({low:g}, {high:g})", **where)
+    if step is not None and not step > 0:
+        raise RecipeError(f"{kind} needs a step above 0, got step={step:g}", **where)
+    return Param(key, kind, low, high, step, line=line)
+
+
+def apply(recipe: dict, key: str, value, line: int | None = None) -> dict:
+    """A copy of the recipe with `value` at the dotted `key` (`line`: the key's, for messages)."""
     recipe = copy.deepcopy(recipe)
     top, _, rest = key.partition(".")
     if not rest:
@@ -142,11 +156,11 @@ def apply(recipe: dict, key: str, value) -> dict:
         current = default.to_text() if isinstance(default, Component) else None
     if current is None:
         raise RecipeError(f"the search sets `{key}`, but the recipe has no `{top}:` to set it on; add one, "
-                          f"e.g. `{top}: {_example(top)}`", key=f"search.{key}")
+                          f"e.g. `{top}: {_example(top)}`", key=f"search.{key}", line=line)
     try:
         component = parse_component(current)
     except ComponentSyntaxError as exc:
-        raise RecipeError(f"cannot set `{key}`: {exc}", key=f"search.{key}") from None
+        raise RecipeError(f"cannot set `{key}`: {exc}", key=f"search.{key}", line=line) from None
     recipe[top] = Component(component.name, component.args, {**component.kwargs, rest: value}).to_text()
     return recipe
 
@@ -162,21 +176,6 @@ def _set_nested(mapping: dict, dotted: str, value) -> None:
 
 def _example(top: str) -> str:
     return {"optimizer": "adam", "scheduler": "cosine", "loss": "cross_entropy", "model": "mlp"}.get(top, "…")
-
-
-def check_space(base: dict, params: list[Param], lines: dict) -> None:
-    """Every value a trial could get must make a valid recipe: try each bound and each choice now."""
-    for param in params:
-        candidates = list(param.choices) if param.kind == "choice" else [param.low, param.high]
-        if param.kind == "int":
-            candidates = [int(c) for c in candidates]
-        for value in candidates:
-            recipe = apply(base, param.key, value)
-            try:
-                parse_recipe(recipe, lines)
-            except RecipeError as exc:
-                raise RecipeError(f"search.{param.key} = {_label(value)} makes an invalid recipe: {exc}",
-                                  line=lines.get(f"search.{param.key}")) from None
 
 
 def midpoint(base: dict, params: list[Param]) -> dict:
