@@ -482,6 +482,33 @@ def test_the_recipes_seed_seeds_the_sampler(sampler, tmp_path, runs_dir):
     assert a[0] != c[0], "another seed samples other values"
 
 
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_machines_that_start_the_same_sweep_together_draw_different_trials(sampler, tmp_path):
+    """Two machines run the same cell at the same moment: the same recipe seed, and neither has seen a
+    trial of the other yet. Each opens the study and asks for a trial; they must not draw alike."""
+    from nbopt.sweep.samplers import make_sampler
+    from nbopt.sweep.study import open_storage
+
+    optuna.create_study(study_name="S", storage=open_storage(None), direction="maximize")
+    machines = [optuna.load_study(study_name="S", storage=open_storage(None), sampler=make_sampler(sampler, 0))
+                for _ in range(2)]
+    trials = [machine.ask() for machine in machines]
+    lrs = [trial.suggest_float("optimizer.lr", 1e-4, 1e-1, log=True) for trial in trials]
+    assert [t.number for t in trials] == [0, 1]
+    assert lrs[0] != lrs[1], f"both machines drew the learning rate {lrs[0]}"
+
+
+def test_the_same_seed_draws_the_same_trials_however_many_workers_run_them(tmp_path, runs_dir):
+    text = recipe(SPACE, seed="5")
+    one = run_sweep(text, trials=4, sampler="random", pruner="none", study="one")
+    two = run_sweep(text, trials=4, sampler="random", pruner="none", study="two", jobs=2)
+    alone = {t.number: t.params for t in one.study.trials}
+    shared = {t.number: t.params for t in journal_study(two.study.study_name).trials}
+    assert len({t.user_attrs["pid"] for t in journal_study("two").trials}) == 2, "two workers shared the trials"
+    assert {n: shared[n] for n in alone} == alone, "trial n has the same parameters, whichever worker drew it"
+    assert len({p["optimizer.lr"] for p in alone.values()}) == 4
+
+
 def test_median_pruning_stops_trials_that_lag_behind(tmp_path, runs_dir):
     # the grid's order is the order of its points: three good learning rates first (the pruner's startup
     # trials), then rates far too small to learn anything in a few epochs

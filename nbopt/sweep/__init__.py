@@ -23,33 +23,13 @@ from nbopt.display.plots import register_figure_formatter
 from nbopt.errors import RecipeError
 from nbopt.sweep.board import SweepBoard, trials_table
 from nbopt.sweep.plots import draw_sweep
+from nbopt.sweep.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from nbopt.sweep.space import parse_space
 from nbopt.sweep.study import (FINISHED, enqueue_grid, masked, open_storage, open_study, recover_dead_trials,
                                resolve_storage_url)
 from nbopt.sweep.validate import check_space
 from nbopt.sweep.worker import run_trials
 from nbopt.yamltext import load_yaml
-
-SAMPLERS = ("grid", "random", "tpe", "gp")
-PRUNERS = ("median", "hyperband", "none")
-
-
-def _sampler(name: str, seed: int, worker: int = 0, resumed_at: int = 0):
-    # Workers of one sweep, and a sweep resumed after `resumed_at` trials, must not draw the same samples.
-    seed = seed + 1000 * worker + resumed_at
-    if name in ("grid", "random"):  # grid trials come from the queue; the sampler is never asked
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    return optuna.samplers.GPSampler(seed=seed)
-
-
-def _pruner(name: str, epochs: int):
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
-    return optuna.pruners.NopPruner()
 
 
 def _study_name(base: dict, search: dict) -> str:
@@ -94,14 +74,11 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
     store = open_storage(url)
     name = study or _study_name(raw, search)
     space_text = json.dumps({p.key: p.describe() for p in params})
-    seed = plan.recipe.seed
+    seed, epochs = plan.recipe.seed, plan.recipe.epochs
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna_study, created = open_study(store, name, direction, _sampler(sampler, seed),
-                                       _pruner(pruner, plan.recipe.epochs), space_text, allow_space_change)
+    optuna_study, created = open_study(store, name, direction, make_sampler(sampler, seed),
+                                       make_pruner(pruner, epochs), space_text, allow_space_change)
     recover_dead_trials(optuna_study)
-    existing = len(optuna_study.get_trials(deepcopy=False))
-    if existing:
-        optuna_study.sampler = _sampler(sampler, seed, resumed_at=existing)
     if grid_points is not None:
         enqueue_grid(optuna_study, grid_points, created)
     guard = stop or InterruptGuard()
@@ -111,18 +88,18 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
     if jobs == 1:
         run_trials(optuna_study, guard=guard, board=board, **work)
     else:
-        _run_workers(store, name, sampler, pruner, plan.recipe.epochs, seed, jobs, work, board, guard)
+        _run_workers(store, name, sampler, pruner, epochs, seed, jobs, work, board, guard)
     result = Sweep(optuna_study, metric, masked(url), namespace, interrupted=guard.requested)
     if board is not None:
         board.close(repr(result), result._repr_html_())
     return result
 
 
-def _worker_main(storage, name, sampler, pruner, epochs, seed, worker, threads, work):
+def _worker_main(storage, name, sampler, pruner, epochs, seed, threads, work):
     import torch
     torch.set_num_threads(threads)
-    study = optuna.load_study(study_name=name, storage=storage, pruner=_pruner(pruner, epochs))
-    study.sampler = _sampler(sampler, seed, worker, resumed_at=len(study.get_trials(deepcopy=False)))
+    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(sampler, seed),
+                              pruner=make_pruner(pruner, epochs))
     run_trials(study, guard=InterruptGuard(), board=None, **work)
 
 
@@ -130,8 +107,8 @@ def _run_workers(storage, name, sampler, pruner, epochs, seed, jobs, work, board
     """`jobs` forked worker processes (they inherit the notebook's objects); the board polls the study."""
     context = multiprocessing.get_context("fork")
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    workers = [context.Process(target=_worker_main, args=(storage, name, sampler, pruner, epochs, seed, i + 1,
-                                                           threads, work), daemon=True) for i in range(jobs)]
+    workers = [context.Process(target=_worker_main, args=(storage, name, sampler, pruner, epochs, seed, threads,
+                                                           work), daemon=True) for _ in range(jobs)]
     for w in workers:
         w.start()
     try:
