@@ -294,6 +294,19 @@ def test_trials_is_the_number_of_finished_trials_the_study_should_hold(tmp_path,
     assert len(third.study.trials) == 5, "a study that holds enough trials runs no more"
 
 
+def test_another_sampler_or_pruner_starts_its_own_study(tmp_path, runs_dir):
+    text = recipe("  optimizer.lr: loguniform(1e-3, 1e-1)\n")
+    runs = [run_sweep(text, trials=2, sampler=sampler, pruner=pruner)
+            for sampler, pruner in [("random", "none"), ("tpe", "none"), ("tpe", "median")]]
+    names = [result.study.study_name for result in runs]
+    assert [name.rsplit("-", 1)[0] for name in names] == ["sweep-random-none", "sweep-tpe-none", "sweep-tpe-median"]
+    for name in names:
+        assert states(journal_study(name)) == ["COMPLETE"] * 2, "each ran its own 2 trials, none mixed in"
+    assert len(list(runs_dir.iterdir())) == 6
+    again = run_sweep(text, trials=2, sampler="random", pruner="none")
+    assert again.study.study_name == names[0] and len(again.study.trials) == 2, "the same settings resume"
+
+
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_a_resumed_sweep_samples_new_points_not_the_first_runs_again(sampler, tmp_path, runs_dir):
     text = recipe("  optimizer.lr: loguniform(1e-3, 1e-1)\n")

@@ -7,7 +7,6 @@ processes on this machine, or any number of machines sharing a PostgreSQL study.
 from __future__ import annotations
 
 import copy
-import hashlib
 import html
 import itertools
 import json
@@ -25,17 +24,11 @@ from nbopt.sweep.board import SweepBoard, trials_table
 from nbopt.sweep.plots import draw_sweep
 from nbopt.sweep.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from nbopt.sweep.space import parse_space
-from nbopt.sweep.study import (FINISHED, enqueue_grid, masked, open_storage, open_study, recover_dead_trials,
-                               resolve_storage_url)
+from nbopt.sweep.study import (FINISHED, default_study_name, enqueue_grid, masked, open_storage, open_study,
+                               recover_dead_trials, resolve_storage_url)
 from nbopt.sweep.validate import check_space
 from nbopt.sweep.worker import run_trials
 from nbopt.yamltext import load_yaml
-
-
-def _study_name(base: dict, search: dict) -> str:
-    """Same cell, same study: the default name is a fingerprint of the recipe and its space."""
-    text = json.dumps({"recipe": base, "search": search}, sort_keys=True, default=str)
-    return "sweep-" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | None = None, sampler: str = "tpe",
@@ -72,7 +65,7 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
     trials = trials or 20
     url = resolve_storage_url(storage)
     store = open_storage(url)
-    name = study or _study_name(raw, search)
+    name = study or default_study_name(raw, search, sampler, pruner)
     space_text = json.dumps({p.key: p.describe() for p in params})
     seed, epochs = plan.recipe.seed, plan.recipe.epochs
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -8,6 +8,7 @@ parameters are queued again, so re-running the same cell completes exactly the m
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -23,6 +24,13 @@ from nbopt.errors import RecipeError
 DEFAULT_STORAGE_FILE = "nbopt-sweeps.journal"
 STALE_AFTER_S = 600  # a trial whose worker has not reported for this long counts as dead
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def default_study_name(recipe: dict, search: dict, sampler: str, pruner: str) -> str:
+    """Same cell, same study: a name from the sampler, the pruner and a fingerprint of the recipe and its
+    space. Another sampler or pruner starts its own study, as their trials would not mix honestly."""
+    text = json.dumps({"recipe": recipe, "search": search}, sort_keys=True, default=str)
+    return f"sweep-{sampler}-{pruner}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
 def resolve_storage_url(url: str | None) -> str | None:
