@@ -145,6 +145,10 @@ SPACE_ERRORS = {
         "  model.hidden: [32, 64]\n", {},
         "search.model.hidden (line 7): the choice 32 makes mlp fail (TypeError: 'int' object is not iterable); "
         "model.hidden takes values like [32]: make each choice such a value"),
+    "optimizer arguments of the wrong kind": (
+        "  optimizer.betas: uniform(0.8, 0.99)\n", {},
+        "search.optimizer.betas (line 7): the bound 0.8 makes adam fail (TypeError: 'float' object is not "
+        "subscriptable); optimizer.betas takes values like [0.9, 0.999]: search a list of such values"),
     "fractions for a whole-number setting": (
         "  batch_size: uniform(16, 64)\n", {},
         "search.batch_size (line 7): a fraction such as 40.5 makes an invalid recipe: batch_size (line 4): must be "

@@ -1,9 +1,11 @@
 """Before any trial runs, every value the search space can give must make a recipe that trains.
 
-Each parameter's choices and bounds are tried one at a time in the cell's recipe, through the same
-check a trial makes (recipe, data, model built and run on a batch); so is a fraction of a range
-between whole numbers, which a setting that takes whole numbers cannot take. A value that would
-fail its trial is a one-line RecipeError naming the search key now, not a sweep of failed trials.
+Each parameter's choices and bounds are tried one at a time in the cell's recipe, through the check
+a trial makes (recipe, data, model built and run on a batch) plus the optimizer, which training
+builds first; so is a fraction of a range between whole numbers, which a setting that takes whole
+numbers cannot take. A value that would fail its trial is a one-line RecipeError naming the search
+key now, not a sweep of failed trials later (failed trials do not count towards --trials, so a
+space that always fails would never end).
 """
 from __future__ import annotations
 
@@ -18,21 +20,29 @@ from nbopt.sweep.space import Param, apply, label, midpoint
 
 def check_space(base: dict, params: list[Param], lines: dict, namespace: dict):
     """The Plan of the space's midpoint, or a RecipeError for the first value that cannot train."""
-    from nbopt.plan import check
     for param in params:
         for value, told, hint in _candidates(param):
             recipe = apply(base, param.key, value, param.line)
             where = {"key": f"search.{param.key}", "line": param.line}
             try:
-                check(parse_recipe(recipe, lines), namespace)
+                _check(recipe, lines, namespace)
             except RecipeError as exc:
                 raise RecipeError(f"{told} makes an invalid recipe: {exc}" + (f"; {hint}" if hint else ""),
                                   **where) from None
-            except Exception as exc:  # the model or data cannot be built with it: a TypeError, mostly
+            except Exception as exc:  # the model, data or optimizer cannot be built with it: a TypeError, mostly
                 reason = type(exc).__name__ + (f": {str(exc).splitlines()[0]}" if str(exc).strip() else "")
                 raise RecipeError(f"{told} makes {_owner(base, param.key)} fail ({reason}); "
                                   f"{hint or _what_to_search(base, param)}", **where) from None
-    return check(parse_recipe(midpoint(base, params), lines), namespace)
+    return _check(midpoint(base, params), lines, namespace)
+
+
+def _check(recipe: dict, lines: dict, namespace: dict):
+    """The trial's own check, then its optimizer, which check() leaves to training."""
+    from nbopt.plan import check
+    from nbopt.techniques.optimizers import build_optimizer
+    plan = check(parse_recipe(recipe, lines), namespace)
+    build_optimizer(plan.recipe.optimizer, plan.model.net.parameters(), line=plan.recipe.line("optimizer"))
+    return plan
 
 
 def _candidates(param: Param) -> list[tuple[object, str, str]]:
