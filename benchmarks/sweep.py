@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-trials", type=int, default=60, help="budget of a non-grid sweep (default 60)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs per trial (default {EPOCHS})")
     parser.add_argument("--throughput-trials", type=int, default=None,
-                        help="trials of the jobs=1 / jobs=2 comparison (default 12; 6 with --quick)")
+                        help="trials of the jobs=1 / jobs=2 comparison (default 40; 6 with --quick)")
     parser.add_argument("--no-throughput", action="store_true", help="skip the jobs=1 / jobs=2 comparison")
     parser.add_argument("--strategies", default=None,
                         help="comma-separated sampler:pruner pairs, e.g. grid:none,tpe:median (default: all eight)")
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     strategies = QUICK_STRATEGIES if args.quick else STRATEGIES
     if args.strategies:
         strategies = [tuple(pair.split(":")) for pair in args.strategies.split(",")]
-    throughput_trials = args.throughput_trials or (6 if args.quick else 12)
+    throughput_trials = args.throughput_trials or (6 if args.quick else 40)
 
     warnings.filterwarnings("ignore")
     import optuna

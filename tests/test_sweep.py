@@ -21,6 +21,7 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
+from torch import nn
 
 from nbopt import RecipeError
 from nbopt.sweep import Sweep, sweep
@@ -682,3 +683,29 @@ def test_the_sweep_command_reports_a_recipe_error_in_one_line(tmp_path, runs_dir
     assert result.returncode == 2
     assert result.stderr.strip() == "nbopt: search.optimizer.lr (line 7): loguniform needs 0 < low < high"
     assert nothing_written(tmp_path, runs_dir)
+
+
+class BreaksWhileTraining(nn.Module):
+    """Passes nbopt's checks (they run in eval mode) and fails in every training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        if self.training:
+            raise RuntimeError("broken on purpose")
+        return self.layer(x)
+
+
+def test_a_sweep_whose_trials_all_fail_stops_after_five_in_a_row(tmp_path, runs_dir):
+    from nbopt.sweep.worker import SweepFailed
+
+    text = recipe("  optimizer.lr: loguniform(1e-3, 1e-1)\n", model="broken")
+    with pytest.raises(SweepFailed) as info:
+        sweep(text, {"broken": BreaksWhileTraining}, trials=20, sampler="random", study="all-fail", live=False)
+    assert str(info.value).startswith("5 trials in a row failed, the last with RuntimeError: broken on purpose; "
+                                      "the sweep stopped: fix the recipe or its search space and run it again")
+    assert states(journal_study("all-fail")) == ["FAIL"] * 5
+    from nbopt.sweep.board import trials_table
+    assert trials_table(journal_study("all-fail"))["error"].tolist() == ["RuntimeError: broken on purpose"] * 5

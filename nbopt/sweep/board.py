@@ -16,7 +16,7 @@ TOP = 10
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, parameters, value, epochs, state, seconds."""
+    """One row per trial: number, parameters, value, epochs, state, seconds (and the error of a failed one)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.WAITING:
@@ -26,6 +26,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                "run": t.user_attrs.get("run")}
         if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values:
             row["value"] = t.intermediate_values[max(t.intermediate_values)]
+        if t.state == optuna.trial.TrialState.FAIL:
+            row["error"] = t.user_attrs.get("error")
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -21,6 +21,12 @@ from nbopt.sweep.study import claim_queued_trial, counts, worker_identity
 
 _log = logging.getLogger(__name__)
 
+MAX_FAILURES_IN_A_ROW = 5
+
+
+class SweepFailed(RuntimeError):
+    """Trial after trial fails (a diverging setting, a broken model): more of them would only loop."""
+
 
 class _TrialReporter(Listener):
     """Reports each epoch's metric to Optuna; asks the Trainer to stop when the pruner says so, or when
@@ -63,6 +69,7 @@ def run_trials(study: optuna.Study, base: dict, params: list[Param], *, trials: 
     trial is dropped, with a warning, and the loop goes on (a final tell that finds it finished is skipped).
     """
     deadline = time.monotonic() + timeout if timeout else None
+    failures_in_a_row = 0
     while not guard.requested and (deadline is None or time.monotonic() < deadline):
         state = counts(study)
         if state["finished"] + state["running"] >= trials:
@@ -71,8 +78,13 @@ def run_trials(study: optuna.Study, base: dict, params: list[Param], *, trials: 
         if trial is None:  # the grid is done
             return
         try:
-            _run_trial(study, trial, base, params, metric=metric, namespace=namespace, grid=grid, guard=guard,
-                       board=board)
+            error = _run_trial(study, trial, base, params, metric=metric, namespace=namespace, grid=grid,
+                               guard=guard, board=board)
+            failures_in_a_row = failures_in_a_row + 1 if error else 0
+            if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:  # failed trials never count: without this, a loop
+                raise SweepFailed(f"{failures_in_a_row} trials in a row failed, the last with {error}; the sweep "
+                                  "stopped: fix the recipe or its search space and run it again (the failed "
+                                  "trials stay in the study, marked failed, and do not count)")
         except optuna.exceptions.UpdateFinishedTrialError:
             _log.warning("nbopt sweep: trial %d was finished by another worker (taken for dead?); this "
                          "worker's result for it is dropped and the sweep goes on", trial.number)
@@ -81,8 +93,8 @@ def run_trials(study: optuna.Study, base: dict, params: list[Param], *, trials: 
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: list[Param], *, metric: str,
-               namespace: dict | None, grid: bool, guard: InterruptGuard, board) -> None:
-    """Train one trial and record how it ended."""
+               namespace: dict | None, grid: bool, guard: InterruptGuard, board) -> str | None:
+    """Train one trial and record how it ended; what went wrong when it failed, else None."""
     from nbopt.plan import check
     from nbopt.training import execute
 
@@ -97,7 +109,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: lis
     except RecipeError as exc:  # a combination the space allowed but the data or model cannot take
         trial.set_user_attr("error", str(exc))
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        return
+        return str(exc)
     reporter = _TrialReporter(trial, metric, plan.recipe.epochs, board)
     if board is not None:
         board.started(trial.number)
@@ -105,9 +117,10 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: lis
         run = execute(plan, name=f"{study.study_name}-trial{trial.number}", live=False, stop=guard,
                       listeners=[reporter])
     except Exception as exc:  # record the failure in the study so the sweep can go on and show it
-        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:300])
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        trial.set_user_attr("error", error)
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        return
+        return error
     if reporter.finished_elsewhere:
         raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} was finished elsewhere")
     trial.set_user_attr("run", run.name)
@@ -120,7 +133,9 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: lis
     elif reporter.pruned:
         value, state = None, TrialState.PRUNED
     elif value is None or not math.isfinite(value):
+        trial.set_user_attr("error", f"{metric} is {value}: the training diverged")
         value, state = None, TrialState.FAIL
     study.tell(trial, value, state=state, skip_if_finished=True)
     if run.status == "interrupted" and grid:
         study.enqueue_trial(trial.params)
+    return trial.user_attrs.get("error") if state == TrialState.FAIL and run.status != "interrupted" else None
