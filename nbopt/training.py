@@ -97,6 +97,9 @@ def execute(plan: Plan, *, name: str | None = None, live: bool = True, stop: Int
     session = _Session(plan, name, live, stop or InterruptGuard(), listeners, sink)
     with quiet_lightning():
         try:
+            # Owned for the whole run, not only inside fits: a Ctrl-C that reaches Lightning (between
+            # stages, in an LR range test or a final validate) would leave SIGINT ignored for good.
+            session.guard.arm()
             session.run_stages()
         except BaseException as exc:
             session.fail(exc)
@@ -195,7 +198,6 @@ class _Session:
         The workers' callbacks write the history and the best weights to disk (rank 0 only); this
         process shows them live by reading the folder, then loads them back when the fit ends.
         """
-        self.guard.arm()
         done = threading.Event()
         watcher = threading.Thread(target=self._watch_folder, args=(done, trainer), daemon=True)
         watcher.start()

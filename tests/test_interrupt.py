@@ -55,6 +55,7 @@ def test_sigint_during_train_returns_an_interrupted_run(train, runs_dir):
 
 
 def test_ctrl_c_works_normally_after_a_run(train):
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever ran before
     train("model: mlp(hidden=[8])\ndata: iris\nepochs: 1\n")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     # sent to the main thread itself: a process-wide signal may land on any thread (torch's included)

@@ -25,12 +25,9 @@ class InterruptGuard(Callback):
         self.requested = True
 
     def arm(self) -> None:
-        """Own SIGINT from now on (before a fork-based launch, so the waiting kernel is covered too)."""
+        """Own SIGINT from now on, until release() (nbopt arms it for a whole run, fork-based DDP included)."""
         if self._previous is None and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
-
-    def on_fit_start(self, trainer, pl_module):
-        self.arm()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         requested = self.requested
@@ -39,9 +36,6 @@ class InterruptGuard(Callback):
         if requested:
             self.requested = True
             trainer.should_stop = True
-
-    def teardown(self, trainer, pl_module, stage):
-        self.release()
 
     def release(self) -> None:
         if self._previous is not None:
