@@ -74,6 +74,20 @@ class Kernel:
     def __init__(self, km, kc, runs: Path, cwd: Path):
         self.km, self.kc, self.runs, self.cwd = km, kc, runs, cwd
 
+    def interrupt_when(self, path: Path) -> tuple:
+        """An `on_busy` for execute() that interrupts the kernel once `path` exists (a run's history file:
+        its first epoch is done), and the list that gets the time it did."""
+        sent: list[float] = []
+
+        def interrupt() -> bool:
+            if not path.exists():
+                return False
+            self.km.interrupt_kernel()
+            sent.append(time.monotonic())
+            return True
+
+        return interrupt, sent
+
     def execute(self, code: str, timeout: float = 120, on_busy=None) -> tuple[dict, list[dict]]:
         """Run `code`; return the execute_reply content and the iopub messages of this execution.
 

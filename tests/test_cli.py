@@ -5,20 +5,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_command import nbopt_command
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def nbopt_command() -> list[str]:
-    """The installed console script when there is one, else the module."""
-    script = Path(sys.executable).parent / "nbopt"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "nbopt.cli"]
 
 
 def run_cli(args: list[str], cwd: Path, runs: Path, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -1,7 +1,6 @@
 """`compare` / `%%nbopt compare`: variants trained on the same split, seed and starting weights."""
 from __future__ import annotations
 
-import math
 import re
 
 import pandas as pd

@@ -68,16 +68,7 @@ def test_ctrl_c_works_normally_after_a_run(train):
 # -- in a real Jupyter kernel ----------------------------------------------------------------------------
 
 def test_kernel_interrupt_keeps_the_run_and_the_kernel(kernel):
-    history = kernel.runs / "kint" / "history.csv"
-    sent = []
-
-    def interrupt_after_first_epoch():
-        if history.exists():
-            kernel.km.interrupt_kernel()
-            sent.append(time.monotonic())
-            return True
-        return False
-
+    interrupt_after_first_epoch, sent = kernel.interrupt_when(kernel.runs / "kint" / "history.csv")
     reply, outputs = kernel.execute("%%nbopt train --name kint --out krun\n" + LONG, timeout=180,
                                     on_busy=interrupt_after_first_epoch)
     assert sent, "training never wrote its first epoch"
@@ -101,14 +92,7 @@ def test_kernel_interrupt_keeps_the_run_and_the_kernel(kernel):
 
 def test_kernel_ctrl_c_still_works_after_an_interrupted_run(kernel):
     # make sure a run has been interrupted in this kernel first (independent of test order)
-    history = kernel.runs / "kint2" / "history.csv"
-
-    def interrupt_after_first_epoch():
-        if history.exists():
-            kernel.km.interrupt_kernel()
-            return True
-        return False
-
+    interrupt_after_first_epoch, _ = kernel.interrupt_when(kernel.runs / "kint2" / "history.csv")
     reply, _ = kernel.execute("%%nbopt train --name kint2 --out krun2\n" + LONG, timeout=180,
                               on_busy=interrupt_after_first_epoch)
     assert reply["status"] == "ok"

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_command import nbopt_command
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic(n=2000, shape=[1, 16, 16], classes=4, noise=6)"
@@ -32,11 +33,6 @@ needs_two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two proc
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-def nbopt_command() -> list[str]:
-    script = Path(sys.executable).parent / "nbopt"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "nbopt.cli"]
-
 
 def start_cli(args: list[str], cwd: Path, runs: Path, tmp: Path, env: dict | None = None) -> subprocess.Popen:
     """`nbopt ARGS` as a user would type it; TMPDIR is private so that leftovers of rank 1 show."""
@@ -440,16 +436,7 @@ def test_kernel_ddp_early_stopping_stops_both_ranks(kernel):
 
 @needs_two_cores
 def test_kernel_interrupt_during_ddp_keeps_the_run_and_leaves_no_workers(kernel):
-    history = kernel.runs / "par-int" / "history.csv"
-    sent = []
-
-    def interrupt_after_first_epoch():
-        if history.exists():
-            kernel.km.interrupt_kernel()
-            sent.append(time.monotonic())
-            return True
-        return False
-
+    interrupt_after_first_epoch, sent = kernel.interrupt_when(kernel.runs / "par-int" / "history.csv")
     recipe = f"model: cnn(width=8)\ndata: {DATA}\nepochs: 500\nbatch_size: 64\ndevices: 2\nstrategy: ddp\n"
     reply, outputs = run_cell(kernel, "%%nbopt train --name par-int --out irun\n" + recipe, timeout=300,
                               on_busy=interrupt_after_first_epoch)

@@ -11,13 +11,13 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from cli_command import nbopt_command
 import yaml
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
@@ -74,12 +74,6 @@ def grid_of(space: dict) -> set[tuple]:
 def nothing_written(tmp_path: Path, runs_dir: Path) -> bool:
     """No run folder and no study file: the error came before any trial (or storage) was touched."""
     return (not runs_dir.exists() or not any(runs_dir.iterdir())) and not (tmp_path / DEFAULT_STORAGE_FILE).exists()
-
-
-def nbopt_command() -> list[str]:
-    """The installed console script when there is one, else the module."""
-    script = Path(sys.executable).parent / "nbopt"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "nbopt.cli"]
 
 
 def cli_env(runs: Path) -> dict:

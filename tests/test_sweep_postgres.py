@@ -16,12 +16,12 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import optuna
 import pytest
+from cli_command import nbopt_command
 from optuna.trial import TrialState
 
 from nbopt import RecipeError
@@ -106,11 +106,6 @@ def postgres():
         if started:
             server.command("pg_ctl", "-D", str(folder / "data"), "-m", "fast", "-w", "stop", check=False)
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def nbopt_command() -> list[str]:
-    script = Path(sys.executable).parent / "nbopt"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "nbopt.cli"]
 
 
 RECIPE = """\
