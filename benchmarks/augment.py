@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the nbopt of thi
 from nbopt.components import parse_component  # noqa: E402
 from nbopt.techniques.augment import build_augmenter  # noqa: E402
 
+from markdown_table import markdown_table  # noqa: E402  (beside this script)
+
 PIPELINE = ["hflip", "rotate(15)", "translate(0.1)", "crop(pad=4)", "cutout(8)", "noise(0.05)"]
 SHAPE = (1, 28, 28)
 TARGET = 10.0  # the batched path should be at least this many times faster
@@ -88,13 +90,8 @@ def measure(components: list[str], x, y, device, rounds: int) -> dict:
 
 def _table(rows: list[tuple[str, dict]]) -> str:
     head = ("augmentation", "batched (samples/s)", "per-sample (samples/s)", "batched ms", "per-sample ms", "ratio")
-    lines = [head] + [(name, f"{m['batched']:,.0f}", f"{m['per_sample']:,.0f}", f"{m['batched_ms']:.2f}",
-                       f"{m['per_sample_ms']:.1f}", f"{m['ratio']:.1f}×") for name, m in rows]
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    fmt = lambda row: "| " + " | ".join(  # noqa: E731
-        cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) + " |"
-    rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
-    return "\n".join([fmt(lines[0]), rule] + [fmt(row) for row in lines[1:]])
+    return markdown_table(head, [(name, f"{m['batched']:,.0f}", f"{m['per_sample']:,.0f}", f"{m['batched_ms']:.2f}",
+                                  f"{m['per_sample_ms']:.1f}", f"{m['ratio']:.1f}×") for name, m in rows])
 
 
 def main(argv=None) -> int:

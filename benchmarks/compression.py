@@ -42,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the nbopt of thi
 
 import nbopt  # noqa: E402
 
+from markdown_table import markdown_table  # noqa: E402  (beside this script)
+
 BATCHES = (1, 64, 256)
 SPEEDUP_TARGET, ACCURACY_LOSS_TARGET = 1.5, 0.01
 
@@ -88,15 +90,6 @@ def latencies(models: dict, rounds: int, passes: dict[int, int]) -> dict[str, di
 
 def _load() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-
-
-def _table(head: tuple, rows: list[tuple]) -> str:
-    lines = [head] + rows
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    fmt = lambda row: "| " + " | ".join(  # noqa: E731
-        cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) + " |"
-    rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
-    return "\n".join([fmt(lines[0]), rule] + [fmt(row) for row in lines[1:]])
 
 
 def main(argv=None) -> int:
@@ -160,7 +153,7 @@ def main(argv=None) -> int:
                      *(f"{ms['dense'][b] / ms[name][b]:.2f}×" for b in BATCHES[1:])))
     head = ("model", "val_acc", "Δ points", "parameters", "non-zero", *(f"ms batch {b}" for b in BATCHES),
             *(f"speed-up b{b}" for b in BATCHES[1:]))
-    print(_table(head, rows))
+    print(markdown_table(head, rows))
 
     channels = runs["channels 50%"]
     speedup = ms["dense"][64] / ms["channels 50%"][64]
