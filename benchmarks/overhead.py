@@ -402,7 +402,7 @@ class KernelWorker:
             if {self.threads or 0}:
                 torch.set_num_threads({self.threads or 0})
             import nbopt
-            from nbopt.display.live import in_notebook
+            from nbopt.environment import in_notebook
             print("@@" + json.dumps({{"ready": True, "threads": torch.get_num_threads(),
                                      "torch": torch.__version__, "notebook": in_notebook()}}))
         """)

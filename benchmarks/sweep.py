@@ -8,7 +8,7 @@ One recipe and one search space (scikit-learn's digits, an MLP, 6 epochs per tri
     dropout        uniform(0.0, 0.5)          the grid: [0.0, 0.5]
 
 Every strategy (grid, random, tpe, gp; each without pruning and with median pruning) runs as a
-real ``nbopt.sweep`` (its own temporary journal file and runs folder, ``live=False``) with the
+real ``nbopt.sweep()`` (its own temporary journal file and runs folder, ``live=False``) with the
 recipe's seed 0, 1, 2 (the seed drives both the sampler and the training), and stops as soon as a
 finished trial reaches the target validation accuracy (default 0.97, which only a small part of the
 space reaches in 6 epochs: learning rates near 1e-2 with the wider layers). The measure is
@@ -137,8 +137,8 @@ def stop_at_target(journal: Path, study_name: str, target: float):
 def to_target(sampler: str, pruner: str, seed: int, target: float, max_trials: int, epochs: int) -> dict:
     import optuna
 
-    from nbopt.sweep import sweep
-    from nbopt.sweep.study import DEFAULT_STORAGE_FILE
+    from nbopt.sweeps import sweep
+    from nbopt.sweeps.study import DEFAULT_STORAGE_FILE
 
     with scratch_folder() as folder:
         name = f"{sampler}-{pruner}-{seed}"
@@ -160,7 +160,7 @@ def to_target(sampler: str, pruner: str, seed: int, target: float, max_trials: i
 
 
 def throughput(jobs: int, trials: int, epochs: int) -> dict:
-    from nbopt.sweep import sweep
+    from nbopt.sweeps import sweep
 
     with scratch_folder():
         start = time.perf_counter()

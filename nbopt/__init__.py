@@ -5,15 +5,16 @@
     model: mlp
     data: digits
 
-The plain API works without IPython: ``nbopt.train(recipe)``, ``nbopt.check(recipe)``.
+The plain API works without IPython — ``train``, ``check``, ``compare``, ``sweep``, ``runs``,
+``export``, ``load`` — and the magics, the command line and the panel are thin doors onto it.
 Heavy modules (torch, Lightning) are imported on first use, not at ``import nbopt``.
 """
 from __future__ import annotations
 
 from nbopt.errors import RecipeError
 
-__all__ = ["train", "check", "compare", "show_augment", "RecipeError", "Run", "last", "load_ipython_extension",
-           "unload_ipython_extension"]
+__all__ = ["train", "check", "compare", "sweep", "runs", "export", "load", "load_run", "show_augment", "RecipeError",
+           "Run", "last", "load_ipython_extension", "unload_ipython_extension"]
 __version__ = "0.1.0"
 
 last = None  # the most recent Run made through the magics or train()
@@ -37,11 +38,11 @@ def train(recipe, namespace=None, **options):
     return last
 
 
-def check(recipe, namespace=None):
+def check(recipe, namespace=None, *, interactive=None):
     """Validate a recipe and resolve model and data without training; returns the Plan."""
     from nbopt.plan import check as _check
     _one_line_errors()
-    return _check(recipe, namespace)
+    return _check(recipe, namespace, interactive=interactive)
 
 
 def compare(recipe, namespace=None, **options):
@@ -49,6 +50,39 @@ def compare(recipe, namespace=None, **options):
     from nbopt.comparison import compare as _compare
     _one_line_errors()
     return _compare(recipe, namespace, **options)
+
+
+def sweep(recipe, namespace=None, **options):
+    """Search the recipe's `search:` space with Optuna; returns a Sweep. See ``nbopt.sweeps.sweep``."""
+    from nbopt.sweeps import sweep as _sweep
+    _one_line_errors()
+    return _sweep(recipe, namespace, **options)
+
+
+def runs():
+    """The recorded runs, newest first: a DataFrame indexed by name (status, epochs, best score and its metric)."""
+    import pandas as pd
+
+    from nbopt.store import list_runs
+    columns = ["name", "started", "status", "epochs", "best", "metric", "model", "data"]
+    return pd.DataFrame(list_runs(), columns=columns).set_index("name")
+
+
+def export(name, to=None):
+    """Write run `name`'s recipe to a YAML file (default: NAME.yaml) that `nbopt run` accepts; returns its path."""
+    from nbopt.store import export_recipe
+    _one_line_errors()
+    return export_recipe(name, to)
+
+
+def load(name, namespace=None):
+    """The Run of a recorded run (a name under the runs folder, or a folder's path), rebuilt from its folder."""
+    from nbopt.run import load_run as _load
+    _one_line_errors()
+    return _load(name, namespace)
+
+
+load_run = load
 
 
 def show_augment(recipe, namespace=None, **options):

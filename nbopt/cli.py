@@ -70,7 +70,7 @@ def _dispatch(args) -> int:
         return 0 if run.status != "interrupted" else 130
     if args.command == "sweep":
         sys.path.insert(0, str(Path(args.recipe).resolve().parent))
-        from nbopt.sweep import sweep
+        from nbopt.sweeps import sweep
         result = sweep(_read(args.recipe), {}, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
                        metric=args.metric, direction=args.direction, storage=args.storage, study=args.study,
                        jobs=args.jobs, timeout=args.timeout, allow_space_change=args.allow_space_change)

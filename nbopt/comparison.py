@@ -12,9 +12,11 @@ import time
 
 import pandas as pd
 
+from nbopt import metrics
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener
-from nbopt.display.live import FIGURE_BUDGET, in_notebook
+from nbopt.display.live import FIGURE_BUDGET
+from nbopt.environment import in_notebook
 from nbopt.display.plots import draw_history, figure_png, register_figure_formatter
 from nbopt.errors import RecipeError
 from nbopt.plan import Plan, check
@@ -197,7 +199,7 @@ class Comparison:
         self.runs = {name: runs[0] for name, runs in all_runs.items()}
         self.metric_key = metric_key
         self.interrupted = interrupted
-        self.higher_is_better = metric_key.endswith("acc")
+        self.higher_is_better = metrics.higher_is_better(metric_key)
         self.table = self._table()
         self.verdict = self._verdict()
 

@@ -115,7 +115,7 @@ class NboptMagics(Magics):
         return None
 
     def _sweep(self, rest: str, cell: str):
-        from nbopt.sweep import sweep
+        from nbopt.sweeps import sweep
         args = parse_argstring(_sweep_args, rest)
         if not args.out.isidentifier():
             raise UsageError(f"--out must be a Python variable name, got '{args.out}'")

@@ -6,19 +6,21 @@ a hand-written one.
 """
 from __future__ import annotations
 
+import types
+
 import pytorch_lightning as pl
 import torch
 import torchmetrics
+from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 
 from nbopt.components import Component
+from nbopt.metrics import task_metric
+from nbopt.techniques.augment import build_augmenter
 from nbopt.techniques.distill import distillation_loss, frozen
+from nbopt.techniques.losses import build_loss
 from nbopt.techniques.optimizers import OPTIMIZERS, build_optimizer
 from nbopt.techniques.schedulers import build_schedule
-
-
-def metric_name(task: str) -> str:
-    return "acc" if task == "classification" else "mae"
 
 
 def make_metric(task: str, num_classes: int | None, sync: bool = True) -> torchmetrics.Metric:
@@ -65,7 +67,7 @@ class RecipeModule(pl.LightningModule):
         self.loss_fn = loss_fn
         self.recipe = recipe
         self.task = task
-        self.metric_key = f"val_{metric_name(task)}"
+        self.metric_key = f"val_{task_metric(task)}"
         self.val_metric = make_metric(task, num_classes)
         self.normalization = normalization  # applied to every batch on the device, after augmentation
         self.channels_last = False  # image batches in NHWC layout, for a conv net that trains faster that way
@@ -170,4 +172,44 @@ def evaluate(module: RecipeModule, loader, net: nn.Module | None = None) -> dict
         else:
             metric.update(outputs.reshape(y.shape), y)
     net.train(was_training)
-    return {"loss": total / max(count, 1), metric_name(module.task): float(metric.compute())}
+    return {"loss": total / max(count, 1), task_metric(module.task): float(metric.compute())}
+
+
+def build_lightning_module(plan) -> tuple[pl.LightningModule, nn.Module]:
+    """(the module Lightning trains, the model whose weights are the run's): our RecipeModule around a
+    plain model, or a user's LightningModule as it is, with the recipe's optimizer and batches."""
+    recipe, data = plan.recipe, plan.data
+    augmenter = build_augmenter(recipe.augment, data.input_shape, data.task, data.num_classes)
+    if not plan.model.is_lightning:
+        loss_fn = build_loss(plan.loss, data.task, data.num_classes)
+        module = RecipeModule(plan.model.net, loss_fn, recipe, data.task, data.num_classes, data.normalization,
+                              augmenter)
+        if plan.teacher is not None:
+            module.set_teacher(plan.teacher, recipe.distill.temperature, recipe.distill.alpha)
+        return module, plan.model.net
+    module = plan.model.net
+    module.lr_override, module.use_schedule = None, True
+    wants_recipe_optimizer = any(k in recipe.raw for k in ("optimizer", "scheduler", "lr_find"))
+    if wants_recipe_optimizer or not is_overridden("configure_optimizers", module, pl.LightningModule):
+        module.configure_optimizers = types.MethodType(
+            lambda self: configure_from_recipe(self, recipe, recipe.epochs, self.lr_override, self.use_schedule),
+            module)
+    if augmenter is not None or data.normalization is not None:
+        _prepare_batches(module, augmenter, data.normalization)
+    return module, module
+
+
+def _prepare_batches(module: pl.LightningModule, augmenter, normalization) -> None:
+    """A user's own steps stay as they are; their batches arrive augmented (training only) and normalised."""
+    original = module.on_after_batch_transfer
+
+    def on_after_batch_transfer(batch, dataloader_idx):
+        batch = original(batch, dataloader_idx)
+        x, y = batch[0], batch[1]
+        if augmenter is not None and module.trainer is not None and module.trainer.training:
+            x, y = augmenter(x, y)
+        if normalization is not None:
+            x = normalization.apply(x)
+        return (x, y, *batch[2:])
+
+    module.on_after_batch_transfer = on_after_batch_transfer

@@ -15,15 +15,16 @@ from torch import nn
 from nbopt.components import Component
 from nbopt.data.builtin import DATASETS
 from nbopt.data.resolve import DataBundle, resolve_data
+from nbopt.environment import in_notebook, notebook_namespace
 from nbopt.errors import RecipeError
+from nbopt.metrics import task_metric
 from nbopt.models.builtin import MODELS
 from nbopt.models.resolve import ResolvedModel, build_model
-from nbopt.module import metric_name
 from nbopt.namespace import lookup
+from nbopt.parallel import preflight
 from nbopt.recipe import Recipe, parse_recipe
 from nbopt.techniques.augment import MIXING, check_augment
 from nbopt.techniques.losses import build_loss, default_loss
-from nbopt.techniques.schedulers import monitor_is_higher_better
 from nbopt.techniques.surgery import apply_surgery
 
 
@@ -35,10 +36,11 @@ class Plan:
     loss: Component
     surgery: list[str]
     teacher: nn.Module | None = None
+    interactive: bool = False  # checked for a notebook kernel, which starts processes differently
 
     @property
     def metric_key(self) -> str:
-        return f"val_{metric_name(self.data.task)}"
+        return f"val_{task_metric(self.data.task)}"
 
     @property
     def parameters(self) -> int:
@@ -52,6 +54,13 @@ class Plan:
             return self.data.steps_per_epoch
         per_process = -(-self.data.sizes["train"] // devices)
         return -(-per_process // self.recipe.batch_size)
+
+    def sample_input(self) -> torch.Tensor:
+        """One validation input, normalised as the model sees it, for MACs and latency."""
+        x = torch.as_tensor(next(iter(self.data.val))[0][:1]).float()
+        if self.data.normalization is not None:
+            x = self.data.normalization.apply(x)
+        return x[0]
 
     def techniques(self) -> list[str]:
         r = self.recipe
@@ -122,23 +131,16 @@ class Plan:
         return "nbopt plan (nothing trained)\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in self.rows())
 
 
-def default_namespace() -> dict:
-    """The notebook's variables when running inside IPython, else nothing."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return {}
-    shell = get_ipython()
-    return shell.user_ns if shell is not None else {}
+def check(recipe: str | dict | Recipe, namespace: dict | None = None, *, interactive: bool | None = None) -> Plan:
+    """Validate a recipe and resolve its model and data, without training.
 
-
-def check(recipe: str | dict | Recipe, namespace: dict | None = None) -> Plan:
-    """Validate a recipe and resolve its model and data, without training."""
+    `namespace` is where names like ``model: net`` are looked up (default: the notebook's variables);
+    `interactive` says whether the run will start from a notebook kernel (default: whether this is one).
+    """
     recipe = parse_recipe(recipe)
-    from nbopt.display.live import in_notebook
-    from nbopt.parallel import preflight
-    preflight(recipe, in_notebook())
-    namespace = default_namespace() if namespace is None else namespace
+    interactive = in_notebook() if interactive is None else interactive
+    preflight(recipe, interactive)
+    namespace = notebook_namespace() if namespace is None else namespace
     data_ref = lookup(recipe.data, "data", DATASETS, namespace, recipe.line("data"))
     model_ref = lookup(recipe.model, "model", MODELS, namespace, recipe.line("model"))
     data = resolve_data(data_ref, recipe)
@@ -158,7 +160,7 @@ def check(recipe: str | dict | Recipe, namespace: dict | None = None) -> Plan:
     if recipe.quantize and model.is_lightning:
         raise RecipeError("quantize works on plain nn.Module models; quantize your LightningModule's network "
                           "yourself after training", key="quantize", line=recipe.line("quantize"))
-    plan = Plan(recipe, data, model, loss, surgery, teacher)
+    plan = Plan(recipe, data, model, loss, surgery, teacher, interactive)
     _check_monitor(plan)
     if model.is_lightning:
         _check_own_steps(plan)
@@ -185,20 +187,14 @@ def resolve_teacher(recipe: Recipe, namespace: dict, data: DataBundle) -> nn.Mod
     run folder rebuilt from its recipe and best weights."""
     import copy
 
-    from nbopt.run import Run
-    from nbopt.training import SESSION_RUNS
+    from nbopt.run import Run, session_run
     line = recipe.line("distill.teacher") or recipe.line("distill")
     if data.task != "classification":
         raise RecipeError("distillation matches class probabilities, so it needs a classification task",
                           key="distill", line=line)
     ref = recipe.distill.teacher
     if isinstance(ref, str):
-        if ref in namespace:
-            ref = namespace[ref]
-        elif ref in SESSION_RUNS:
-            ref = SESSION_RUNS[ref]
-        else:
-            ref = _rebuild_run(ref, namespace, line)
+        ref = namespace[ref] if ref in namespace else session_run(ref) or _rebuild_teacher(ref, namespace, line)
     if isinstance(ref, Run):
         ref = ref.model
     if not isinstance(ref, nn.Module):
@@ -220,22 +216,19 @@ def resolve_teacher(recipe: Recipe, namespace: dict, data: DataBundle) -> nn.Mod
     return teacher
 
 
-def _rebuild_run(name: str, namespace: dict, line: int | None) -> nn.Module:
+def _rebuild_teacher(name: str, namespace: dict, line: int | None) -> nn.Module:
     """A teacher from a run folder: its recipe rebuilds the architecture, best.pt fills in the weights."""
-    from nbopt.store import find_run
+    from nbopt.run import load_run
     try:
-        folder = find_run(name)
+        run = load_run(name, namespace)
     except RecipeError:
         raise RecipeError(f"no notebook variable, run of this session or run folder is named '{name}'",
                           key="distill.teacher", line=line) from None
-    plan = check((folder.path / "recipe.yaml").read_text(), namespace)
-    try:
-        plan.model.net.load_state_dict(torch.load(folder.weights, weights_only=True))
-    except RuntimeError:
+    if run.model is None:
         raise RecipeError(f"run '{name}' cannot be rebuilt from its recipe (its model changed shape, e.g. by "
                           "channel pruning); pass its Run object as the teacher", key="distill.teacher",
-                          line=line) from None
-    return plan.model.net
+                          line=line)
+    return run.model
 
 
 def _check_monitor(plan: Plan) -> None:
@@ -279,6 +272,3 @@ def _check_forward(plan: Plan) -> None:
         raise RecipeError(f"the model outputs {out[0].numel()} values per sample but there are {want} target(s)",
                           key="model", line=plan.recipe.line("model"))
 
-
-def monitor_mode(monitor: str, mode: str | None) -> str:
-    return mode or ("max" if monitor_is_higher_better(monitor) else "min")

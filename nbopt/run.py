@@ -1,15 +1,50 @@
 """``Run``: what a training run leaves behind — the model with its best weights, the history, the
-metrics and where everything is saved."""
+metrics and where everything is saved — and the runs this session made, by name.
+
+Records know nothing of drawing: ``plot()`` and the notebook summary ask the display layer when
+called, so checking a recipe (which may name an earlier run as a teacher) never loads it.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from nbopt.display.plots import draw_history, register_figure_formatter
-from nbopt.display.summary import summary_html, summary_text
+_SESSION_RUNS: dict[str, "Run"] = {}  # run name → Run made in this process, so later recipes can name them
+
+
+def remember(run: "Run") -> None:
+    """Keep a finished Run under its name for this session (a later recipe may distil from it)."""
+    _SESSION_RUNS[run.name] = run
+
+
+def session_run(name: str) -> "Run | None":
+    return _SESSION_RUNS.get(name)
+
+
+def session_run_names() -> list[str]:
+    return sorted(_SESSION_RUNS)
+
+
+def recipe_text(recipe) -> str:
+    """The recipe as YAML; objects that only live in the notebook are written as a readable stand-in."""
+    from nbopt.yamltext import dump_yaml
+    return dump_yaml(_plain(recipe.raw))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, Run):
+        return value.name  # a run name is a valid teacher reference
+    return f"<{type(value).__name__} object from the notebook>"
 
 
 class Run:
@@ -44,6 +79,7 @@ class Run:
 
     def plot(self):
         """The loss, metric and LR curves as a matplotlib Figure."""
+        from nbopt.display.plots import draw_history, register_figure_formatter
         register_figure_formatter()
         return draw_history({self.name: self.history}, self.metric_key, f"run '{self.name}'")
 
@@ -63,35 +99,33 @@ class Run:
         return self.model(x.to(device))
 
     def _repr_html_(self) -> str:
+        from nbopt.display.summary import summary_html
         return summary_html(self)
 
     def __repr__(self) -> str:
+        from nbopt.display.summary import summary_text
         return summary_text(self)
 
 
 def load_run(name: str, namespace: dict | None = None) -> Run:
-    """A Run from its folder: the model is rebuilt from the saved recipe and filled with best.pt.
+    """A Run from its folder (a name under the runs folder, or a folder's path): the model is rebuilt
+    from the saved recipe and filled with best.pt; the history and metrics are what the folder holds.
 
     Works for runs made by other processes (sweep workers, `nbopt run`). Models whose shape was
     changed by channel pruning cannot be rebuilt from the recipe; their Run has ``model=None``.
     """
-    import json
-
-    from nbopt.errors import RecipeError
     from nbopt.plan import check
     from nbopt.store import find_run
     folder = find_run(name)
-    plan = check((folder.path / "recipe.yaml").read_text(), namespace)
+    plan = check((folder.path / "recipe.yaml").read_text(), namespace, interactive=False)
     model = plan.model.net
     try:
         model.load_state_dict(torch.load(folder.weights, weights_only=True))
-    except RuntimeError:
+    except (RuntimeError, OSError):
         model = None
-    try:
-        history = pd.read_csv(folder.path / "history.csv")
-        metrics = json.loads((folder.path / "metrics.json").read_text())
-    except OSError as exc:
-        raise RecipeError(f"run '{name}' has no finished record ({exc.strerror}: {exc.filename})") from None
+    history_file, metrics_file = folder.path / "history.csv", folder.path / "metrics.json"
+    history = pd.read_csv(history_file) if history_file.exists() else pd.DataFrame()
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     status = folder.read_status()
     return Run(name=folder.name, folder=folder.path, recipe=plan.recipe, model=model, history=history,
                metrics=metrics, status=status.get("status", ""), metric_key=plan.metric_key,

@@ -116,8 +116,17 @@ def list_runs() -> list[dict]:
             continue
         rows.append({"name": path.name, "started": status.get("started", ""), "status": status.get("status", ""),
                      "epochs": status.get("epochs_run"), "best": status.get("best"),
-                     "model": status.get("model", ""), "data": status.get("data", "")})
+                     "metric": status.get("metric", ""), "model": status.get("model", ""),
+                     "data": status.get("data", "")})
     return sorted(rows, key=lambda r: r["started"], reverse=True)
+
+
+def export_recipe(name: str, to: str | Path | None = None) -> Path:
+    """Copy a run's recipe to a YAML file (default: NAME.yaml here) that `nbopt run` accepts."""
+    folder = find_run(name)
+    target = Path(to or f"{folder.name}.yaml")
+    atomic_write_text(target, (folder.path / "recipe.yaml").read_text())
+    return target
 
 
 def find_run(name: str) -> RunFolder:

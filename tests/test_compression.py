@@ -401,8 +401,8 @@ def test_teacher_as_a_run_as_a_variable_and_by_run_name(teacher_run, monkeypatch
         assert _same_function(plan.teacher, run.model)
         assert plan.teacher is not run.model
     # a run of another session: rebuilt from its folder (recipe + best weights)
-    from nbopt.training import SESSION_RUNS
-    monkeypatch.delitem(SESSION_RUNS, "cmp-teacher")
+    from nbopt import run as records
+    monkeypatch.delitem(records._SESSION_RUNS, "cmp-teacher")
     monkeypatch.setenv("NBOPT_RUNS_DIR", str(folder))
     by_folder = nbopt.check(student + "distill: {teacher: cmp-teacher}\n", {})
     assert _same_function(by_folder.teacher, run.model)

@@ -492,7 +492,7 @@ def test_kernel_sweep_prunes_a_ddp_trial_early(kernel):
               "optimizer: sgd(lr=0.05, momentum=0.9)\nsearch:\n  optimizer.lr: [0.05, 0.03, 0.02, 1.0e-7]\n")
     code = textwrap.dedent(f"""
         import json
-        from nbopt.sweep import sweep
+        from nbopt.sweeps import sweep
         result = sweep({recipe!r}, sampler="grid", pruner="median", study="ddp-pruning", live=False)
         print(json.dumps(result.trials[["optimizer.lr", "state", "epochs"]].to_dict("records")))
     """)

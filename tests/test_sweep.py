@@ -24,8 +24,8 @@ from optuna.trial import TrialState
 from torch import nn
 
 from nbopt import RecipeError
-from nbopt.sweep import Sweep, sweep
-from nbopt.sweep.study import DEFAULT_STORAGE_FILE, masked
+from nbopt.sweeps import Sweep, sweep
+from nbopt.sweeps.study import DEFAULT_STORAGE_FILE, masked
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -372,7 +372,7 @@ def test_recovery_leaves_a_trial_alone_whose_worker_is_still_writing_who_it_is(t
 
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from nbopt.sweep.study import claim_queued_trial, recover_dead_trials
+    from nbopt.sweeps.study import claim_queued_trial, recover_dead_trials
 
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "study.journal")))
     study = optuna.create_study(study_name="S", storage=storage, direction="maximize")
@@ -395,10 +395,10 @@ def test_a_trial_that_another_worker_finished_is_skipped_and_the_sweep_goes_on(t
     silent for too long) and queues its parameters again. This worker's next write to the trial gets
     Optuna's UpdateFinishedTrialError: it stops that trial, says so, and goes on with the next."""
     from nbopt.callbacks.interrupt import InterruptGuard
-    from nbopt.sweep import study as study_module
-    from nbopt.sweep.space import parse_space
-    from nbopt.sweep.study import open_storage, recover_dead_trials
-    from nbopt.sweep.worker import run_trials
+    from nbopt.sweeps import study as study_module
+    from nbopt.sweeps.space import parse_space
+    from nbopt.sweeps.study import open_storage, recover_dead_trials
+    from nbopt.sweeps.worker import run_trials
 
     class AnotherWorker:
         """Stands where the live board does; when this worker starts its first trial, another worker (its
@@ -421,7 +421,7 @@ def test_a_trial_that_another_worker_finished_is_skipped_and_the_sweep_goes_on(t
     base = yaml.safe_load(recipe("  optimizer.lr: loguniform(1e-3, 1e-1)\n", epochs=3))
     params = parse_space(base.pop("search"), {})
     board = AnotherWorker()
-    with caplog.at_level("WARNING", logger="nbopt.sweep"):
+    with caplog.at_level("WARNING", logger="nbopt.sweeps"):
         run_trials(study, base, params, trials=2, metric="val_acc", namespace={}, grid=False,
                    guard=InterruptGuard(), board=board)
     assert board.recovered == 1
@@ -498,8 +498,8 @@ def test_the_recipes_seed_seeds_the_sampler(sampler, tmp_path, runs_dir):
 def test_machines_that_start_the_same_sweep_together_draw_different_trials(sampler, tmp_path):
     """Two machines run the same cell at the same moment: the same recipe seed, and neither has seen a
     trial of the other yet. Each opens the study and asks for a trial; they must not draw alike."""
-    from nbopt.sweep.samplers import make_sampler
-    from nbopt.sweep.study import open_storage
+    from nbopt.sweeps.samplers import make_sampler
+    from nbopt.sweeps.study import open_storage
 
     optuna.create_study(study_name="S", storage=open_storage(None), direction="maximize")
     machines = [optuna.load_study(study_name="S", storage=open_storage(None), sampler=make_sampler(sampler, 0))
@@ -693,7 +693,7 @@ class BreaksWhileTraining(nn.Module):
 
 
 def test_a_sweep_whose_trials_all_fail_stops_after_five_in_a_row(tmp_path, runs_dir):
-    from nbopt.sweep.worker import SweepFailed
+    from nbopt.sweeps.worker import SweepFailed
 
     text = recipe("  optimizer.lr: loguniform(1e-3, 1e-1)\n", model="broken")
     with pytest.raises(SweepFailed) as info:
@@ -701,5 +701,5 @@ def test_a_sweep_whose_trials_all_fail_stops_after_five_in_a_row(tmp_path, runs_
     assert str(info.value).startswith("5 trials in a row failed, the last with RuntimeError: broken on purpose; "
                                       "the sweep stopped: fix the recipe or its search space and run it again")
     assert states(journal_study("all-fail")) == ["FAIL"] * 5
-    from nbopt.sweep.board import trials_table
+    from nbopt.sweeps.board import trials_table
     assert trials_table(journal_study("all-fail"))["error"].tolist() == ["RuntimeError: broken on purpose"] * 5

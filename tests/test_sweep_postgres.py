@@ -25,7 +25,7 @@ from cli_command import nbopt_command
 from optuna.trial import TrialState
 
 from nbopt import RecipeError
-from nbopt.sweep import sweep
+from nbopt.sweeps import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

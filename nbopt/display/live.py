@@ -14,20 +14,12 @@ import time
 import pandas as pd
 
 from nbopt.callbacks.recorder import Listener
+from nbopt.environment import in_notebook
 from nbopt.display.plots import draw_history, figure_png
 from nbopt.display.summary import summary_html, summary_text
 
 STATUS_INTERVAL = 0.25  # seconds between status-line updates
 FIGURE_BUDGET = 0.025  # share of wall time that redrawing the figure may take
-
-
-def in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def _clock(seconds: float) -> str:

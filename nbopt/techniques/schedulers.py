@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from torch.optim import lr_scheduler
 
+from nbopt import metrics
 from nbopt.components import Component
 from nbopt.errors import RecipeError
 from nbopt.registry import Registry
@@ -66,8 +67,8 @@ def onecycle(optimizer, ctx, max_lr: float | None = None, pct_start: float = 0.3
                      ("patience",), _SKIP)
 def plateau(optimizer, ctx, patience: int = 3, factor: float = 0.1, monitor: str = "val_loss",
             mode: str | None = None, min_lr: float = 0.0):
-    mode = mode or ("max" if monitor_is_higher_better(monitor) else "min")
-    sched = lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience, min_lr=min_lr)
+    sched = lr_scheduler.ReduceLROnPlateau(optimizer, mode=metrics.mode(monitor, mode), factor=factor,
+                                           patience=patience, min_lr=min_lr)
     return Schedule(sched, "epoch", monitor)
 
 
@@ -75,10 +76,6 @@ def plateau(optimizer, ctx, patience: int = 3, factor: float = 0.1, monitor: str
                      ("epochs",), _SKIP)
 def warmup(optimizer, ctx, epochs: int = 1, start_factor: float = 0.1):
     return Schedule(lr_scheduler.LinearLR(optimizer, start_factor=start_factor, total_iters=epochs), "epoch")
-
-
-def monitor_is_higher_better(name: str) -> bool:
-    return any(word in name for word in ("acc", "f1", "auc", "r2", "precision", "recall"))
 
 
 _NOT_IN_SEQUENCE = {"onecycle", "plateau"}

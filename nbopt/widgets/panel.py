@@ -163,9 +163,8 @@ class Panel:
         return self._variables(is_data) + BUILTIN_DATA
 
     def _teacher_options(self) -> list[str]:
-        from nbopt.run import Run
-        from nbopt.training import SESSION_RUNS
-        return ["none"] + self._variables(lambda v: isinstance(v, (nn.Module, Run))) + sorted(SESSION_RUNS)
+        from nbopt.run import Run, session_run_names
+        return ["none"] + self._variables(lambda v: isinstance(v, (nn.Module, Run))) + session_run_names()
 
     def _is_image_data(self) -> bool | None:
         """True/False when the panel can tell cheaply, None when it cannot (then nothing is disabled)."""
@@ -377,7 +376,7 @@ class Panel:
 
     def _sweep(self, recipe: dict) -> None:
         from nbopt.display.plots import figure_png
-        from nbopt.sweep import sweep
+        from nbopt.sweeps import sweep
         search, _ = load_yaml(self.search.value)
         self.sink.status(f"sweeping: {self.trials.value} trials with {self.sampler.value}…")
         result = sweep({**recipe, "search": search}, self.namespace, trials=self.trials.value,

@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener
 from nbopt.errors import RecipeError
-from nbopt.sweep.space import Param, apply
-from nbopt.sweep.study import claim_queued_trial, counts, worker_identity
+from nbopt.sweeps.space import Param, apply
+from nbopt.sweeps.study import claim_queued_trial, counts, worker_identity
 
 _log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import math
 from nbopt.components import Component, ComponentSyntaxError, parse_component
 from nbopt.errors import RecipeError
 from nbopt.recipe import Recipe, parse_recipe
-from nbopt.sweep.space import Param, apply, label, midpoint
+from nbopt.sweeps.space import Param, apply, label, midpoint
 
 
 def check_space(base: dict, params: list[Param], lines: dict, namespace: dict):

@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 
 from nbopt.display.plots import figure_png
-from nbopt.sweep.plots import draw_best_so_far
+from nbopt.sweeps.plots import draw_best_so_far
 
 TOP = 10
 

@@ -16,18 +16,19 @@ import os
 import optuna
 import pandas as pd
 
+from nbopt import metrics
 from nbopt.callbacks.interrupt import InterruptGuard
-from nbopt.display.live import in_notebook
+from nbopt.environment import in_notebook, notebook_namespace
 from nbopt.display.plots import register_figure_formatter
 from nbopt.errors import RecipeError
-from nbopt.sweep.board import SweepBoard, trials_table
-from nbopt.sweep.plots import draw_sweep
-from nbopt.sweep.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
-from nbopt.sweep.space import parse_space
-from nbopt.sweep.study import (FINISHED, default_study_name, enqueue_grid, masked, open_storage, open_study,
+from nbopt.sweeps.board import SweepBoard, trials_table
+from nbopt.sweeps.plots import draw_sweep
+from nbopt.sweeps.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from nbopt.sweeps.space import parse_space
+from nbopt.sweeps.study import (FINISHED, default_study_name, enqueue_grid, masked, open_storage, open_study,
                                recover_dead_trials, resolve_storage_url)
-from nbopt.sweep.validate import check_space
-from nbopt.sweep.worker import run_trials
+from nbopt.sweeps.validate import check_space
+from nbopt.sweeps.worker import run_trials
 from nbopt.yamltext import load_yaml
 
 
@@ -36,8 +37,7 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
           storage: str | None = None, study: str | None = None, jobs: int = 1, timeout: float | None = None,
           allow_space_change: bool = False, live: bool = True, stop: InterruptGuard | None = None) -> "Sweep":
     """Run (or resume) a sweep until its study holds `trials` finished trials; returns a Sweep."""
-    from nbopt.plan import default_namespace
-    namespace = default_namespace() if namespace is None else namespace
+    namespace = notebook_namespace() if namespace is None else namespace
     if isinstance(recipe, str):
         raw, lines = load_yaml(recipe)
     else:
@@ -54,9 +54,9 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
     metric = metric or plan.metric_key
     if metric not in ("val_loss", plan.metric_key):
         raise RecipeError(f"--metric can be val_loss or {plan.metric_key}, got {metric}")
-    direction = direction or ("maximize" if metric.endswith("acc") else "minimize")
-    if direction not in ("maximize", "minimize"):
+    if direction not in (None, "maximize", "minimize"):
         raise RecipeError(f"--direction can be maximize or minimize, got {direction}")
+    direction = metrics.direction(metric, direction)
     grid_points = None
     if sampler == "grid":
         labels = [[p.stored(v) for v in p.grid()] for p in params]
@@ -150,10 +150,9 @@ class Sweep:
     def best(self):
         """The best trial's Run, with its saved weights (rebuilt from its folder if another process ran it)."""
         if self._best is None and self.best_trial is not None:
-            from nbopt.run import load_run
-            from nbopt.training import SESSION_RUNS
+            from nbopt.run import load_run, session_run
             attrs = self.best_trial.user_attrs
-            made_here = SESSION_RUNS.get(attrs.get("run"))
+            made_here = session_run(attrs.get("run"))
             if made_here is not None and str(made_here.folder.resolve()) == attrs.get("run_folder"):
                 self._best = made_here
             else:  # made by another process, or an earlier run of the same name was replaced

@@ -1,0 +1,84 @@
+"""The one metric table: for every metric name, which direction is better and how to show it.
+
+Early stopping, LR-on-plateau, compare's ranking, a sweep's direction and the runs table all ask
+this table, so "is higher better?" is decided once (as Lightning's EarlyStopping decides it with
+one ``mode_dict``). A history column is a split prefix plus a metric name: ``val_acc``,
+``test_mae``, ``train_loss``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SPLITS = ("train", "val", "test", "float_val", "float_test")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+    title: str  # how plots and tables name it
+    percent: bool = False  # a share in [0, 1], shown as a percentage where a sentence quotes it
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("loss", False, "loss"),
+    Metric("acc", True, "accuracy", percent=True),
+    Metric("mae", False, "mean absolute error"),
+)}
+
+TASK_METRIC = {"classification": "acc", "regression": "mae"}
+
+# A user's own LightningModule may log metrics this table does not know; their names still say which
+# way is better often enough (val_f1, val_auroc, val_r2), so unknown names are read by these words.
+_HIGHER_WORDS = ("acc", "f1", "auc", "r2", "precision", "recall", "iou", "dice", "map", "score")
+
+
+def task_metric(task: str) -> str:
+    """The metric every run of a task reports: ``acc`` for classification, ``mae`` for regression."""
+    return TASK_METRIC[task]
+
+
+def split_of(column: str) -> tuple[str, str]:
+    """(split, metric name) of a history column: ``val_acc`` → ("val", "acc"); no prefix → ("", name)."""
+    for split in sorted(SPLITS, key=len, reverse=True):
+        if column.startswith(split + "_"):
+            return split, column[len(split) + 1:]
+    return "", column
+
+
+def lookup(column: str) -> Metric:
+    """The table's entry for a column, or one read from its name for a metric the table lacks."""
+    name = split_of(column)[1]
+    if name in METRICS:
+        return METRICS[name]
+    return Metric(name, any(word in name.lower() for word in _HIGHER_WORDS), name.replace("_", " "))
+
+
+def higher_is_better(column: str) -> bool:
+    return lookup(column).higher_is_better
+
+
+def mode(column: str, given: str | None = None) -> str:
+    """Lightning's word for the direction: ``max`` or ``min`` (an explicit `given` wins)."""
+    return given or ("max" if higher_is_better(column) else "min")
+
+
+def direction(column: str, given: str | None = None) -> str:
+    """Optuna's word for the direction: ``maximize`` or ``minimize`` (an explicit `given` wins)."""
+    return given or ("maximize" if higher_is_better(column) else "minimize")
+
+
+def best_of(column: str, values) -> float | None:
+    """The best finite value of a column's values, or None."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return None
+    return max(finite) if higher_is_better(column) else min(finite)
+
+
+def fmt(value) -> str:
+    """A score as tables show it: 4 significant digits, a dash for a missing one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
