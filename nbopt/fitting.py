@@ -23,7 +23,7 @@ from nbopt.stages import Fit
 from nbopt.store import RunFolder
 
 FORKED_STRATEGIES = ("ddp_notebook", "ddp_spawn")
-WATCH_INTERVAL_S = 1.0
+WATCH_INTERVAL_S = 0.25  # how often the kernel reads the workers' records: live epochs, quick stops
 
 
 class WorkerError(RuntimeError):

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from nbopt.components import Component
+from nbopt.compression import plan_stages
 from nbopt.data.builtin import DATASETS
 from nbopt.data.resolve import DataBundle, resolve_data
 from nbopt.environment import in_notebook, notebook_namespace
@@ -23,6 +24,7 @@ from nbopt.models.resolve import ResolvedModel, build_model
 from nbopt.namespace import lookup
 from nbopt.parallel import preflight
 from nbopt.recipe import Recipe, parse_recipe
+from nbopt.stages import describe
 from nbopt.techniques.augment import MIXING, check_augment
 from nbopt.techniques.losses import build_loss, default_loss
 from nbopt.techniques.surgery import apply_surgery
@@ -117,7 +119,12 @@ class Plan:
             ("training", f"{self.recipe.epochs} epochs × {self.steps_per_process} steps, batch size "
                          f"{self.recipe.batch_size if d.in_memory else 'from your DataLoader'}"),
             ("techniques", "; ".join(self.techniques())),
-        ] + [("note", n) for n in d.notes]
+        ] + self._stage_rows() + [("note", n) for n in d.notes]
+
+    def _stage_rows(self) -> list[tuple[str, str]]:
+        """The order of a compression run's stages; a plain run is one fit and needs no row."""
+        stages = plan_stages(self.recipe, self.teacher is not None)
+        return [("stages", describe(stages))] if len(stages) > 1 else []
 
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
