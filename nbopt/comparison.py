@@ -8,16 +8,15 @@ from __future__ import annotations
 import copy
 import html
 import math
-import time
 
 import pandas as pd
 
 from nbopt import metrics
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener
-from nbopt.display.live import FIGURE_BUDGET
+from nbopt.display.compare import CompareBoard, compare_info
 from nbopt.environment import in_notebook
-from nbopt.display.plots import draw_history, figure_png, register_figure_formatter
+from nbopt.display.plots import draw_curves, register_figure_formatter
 from nbopt.errors import RecipeError
 from nbopt.plan import Plan, check
 from nbopt.run import Run
@@ -97,51 +96,6 @@ def _plans(recipes: dict, namespace) -> tuple[dict[str, Plan], dict[str, str]]:
     return plans, teachers
 
 
-class _CompareLive(Listener):
-    """One status line and one figure overlaying every variant's curves, updated in place."""
-
-    def __init__(self, metric_key: str, total_runs: int):
-        from IPython.display import display
-        self.metric_key = metric_key
-        self.total_runs = total_runs
-        self.histories: dict[str, list[dict]] = {}
-        self.current = ""
-        self.done_runs = 0
-        self._last = 0.0
-        self._next_figure = 0.0
-        self._status = display({"text/plain": "compare: starting…"}, raw=True, display_id=True)
-        self._figure = display({"text/plain": ""}, raw=True, display_id=True)
-
-    def begin(self, label: str) -> None:
-        self.current = label
-        self.histories[label] = []
-
-    def on_step(self, recorder, trainer) -> None:
-        now = time.monotonic()
-        if now - self._last > 0.25:
-            self._last = now
-            self._status.update({"text/plain": f"compare · run {self.done_runs + 1}/{self.total_runs} "
-                                 f"({self.current}) · epoch {recorder.epoch_offset + trainer.current_epoch + 1} · step "
-                                 f"{recorder.step_in_epoch}/{recorder.steps_per_epoch}"}, raw=True)
-
-    def on_epoch(self, recorder, trainer, row) -> None:
-        self.histories[self.current].append(row)
-        now = time.monotonic()
-        if now >= self._next_figure:  # drawing costs ~0.1 s: keep it to a few percent of the time
-            self.draw()
-            self._next_figure = time.monotonic() + max(1.0, (time.monotonic() - now) / FIGURE_BUDGET)
-
-    def draw(self) -> None:
-        frames = {label: pd.DataFrame(rows) for label, rows in self.histories.items() if rows}
-        fig = draw_history(frames, self.metric_key, "compare")
-        self._figure.update({"image/png": figure_png(fig), "text/plain": "<compare curves>"}, raw=True)
-
-    def finish(self, comparison: "Comparison") -> None:
-        self._figure.update({"image/png": figure_png(comparison.plot()), "text/plain": "<compare curves>"}, raw=True)
-        self._status.update({"text/plain": comparison.table.to_string(), "text/html": comparison._repr_html_()},
-                            raw=True)
-
-
 def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int = 1, live: bool = True,
             stop: InterruptGuard | None = None, listeners: list[Listener] = ()) -> "Comparison":
     """Train every variant (× `repeats` seeds) and return a Comparison. All recipes are checked first.
@@ -159,7 +113,7 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
                           "compare variants of the same task")
     metric_key = metric_keys.pop()
     guard = stop or InterruptGuard()
-    board = _CompareLive(metric_key, len(plans) * repeats) if live and in_notebook() else None
+    board = CompareBoard(metric_key, len(plans) * repeats, in_notebook()) if live else None
     all_runs: dict[str, list[Run]] = {name: [] for name in plans}
     for repeat in range(repeats):
         for name, plan in plans.items():
@@ -173,21 +127,14 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
             label = name if repeats == 1 else f"{name} (seed {plan.recipe.seed})"
             if board:
                 board.begin(label)
-            elif live:
-                print(f"— {label}")
             run = execute(plan, name=f"{name}-seed{plan.recipe.seed}" if repeats > 1 else name,
-                          live=live and board is None, stop=guard,
+                          live=live and not board.notebook, stop=guard,
                           listeners=[*([board] if board else []), *listeners])
-            if board:
-                board.done_runs += 1
             all_runs[name].append(run)
     comparison = Comparison({k: v for k, v in all_runs.items() if v}, metric_key,
                             interrupted=guard.requested)
     if board:
         board.finish(comparison)
-    elif live:
-        print(comparison.table.to_string())
-        print(comparison.verdict)
     return comparison
 
 
@@ -255,14 +202,8 @@ class Comparison:
     def plot(self):
         """Overlaid curves; with several seeds, each variant's mean curve."""
         register_figure_formatter()
-        histories = {}
-        for name, runs in self.all_runs.items():
-            frames = [r.history for r in runs if not r.history.empty]
-            if not frames:
-                continue
-            histories[name] = pd.concat(frames).groupby("epoch", as_index=False).mean(numeric_only=True)
-        title = "compare" + (f" (mean of {self.repeats} seeds)" if self.repeats > 1 else "")
-        return draw_history(histories, self.metric_key, title)
+        histories = {name: [run.history for run in runs] for name, runs in self.all_runs.items()}
+        return draw_curves(compare_info(histories, self.metric_key))
 
     def _repr_html_(self) -> str:
         note = "<div><i>Interrupted: the table holds the runs that finished.</i></div>" if self.interrupted else ""

@@ -1,76 +1,120 @@
-"""Training curves drawn from a history table: loss, the metric, and the learning rate."""
+"""Training curves drawn from history tables: loss, the metric, the learning rate (and sparsity or
+parameter counts while compressing).
+
+Records first, drawing second, as Optuna's plots do: ``curves_info`` turns histories into a plain
+``CurvesInfo`` (a long-form table of every curve and the few decisions about the axes), and
+``draw_curves`` only draws that record. Tests check the record, not pixels; live boards keep the
+record of the figure they show.
+"""
 from __future__ import annotations
 
-import base64
 import io
+from dataclasses import dataclass, field
 
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+EXTRA_COLUMNS = ("sparsity", "parameters")  # a fourth panel when a compression run records one of them
+PANEL_TITLES = {"loss": "loss", "lr": "learning rate", "sparsity": "sparsity (share of zero weights)",
+                "parameters": "parameters"}
+CURVE_COLUMNS = ["run", "panel", "curve", "epoch", "value"]
+LOG_LR_RANGE = 50  # an LR that spans more than this factor is drawn on a log axis
 
-def draw_history(histories: dict[str, pd.DataFrame], metric_key: str, title: str = "", *,
-                 quick: bool = False) -> Figure:
-    """One figure for one or more runs: train (dashed) and val loss, the val metric, the LR per epoch.
+
+@dataclass
+class CurvesInfo:
+    """What a history figure shows: one row per run, curve and epoch in `curves` (columns run, panel,
+    curve, epoch, value), the panels left to right, and how the LR axis is scaled."""
+    title: str
+    runs: list[str]  # colour order: the n-th run is drawn in matplotlib's colour Cn
+    panels: list[str]  # "loss", the metric, "lr", then "sparsity" or "parameters" when recorded
+    curves: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CURVE_COLUMNS))
+    lr_log: bool = False  # the LR spans more than LOG_LR_RANGE×: a log axis
+    lr_top: float | None = None  # a constant LR: its axis runs from 0 to this, so the line is not at an edge
+
+
+def curves_info(histories: dict[str, pd.DataFrame], metric_key: str, title: str = "") -> CurvesInfo:
+    """The record behind a history figure, from run name → history (one row per epoch)."""
+    extra = next((c for c in EXTRA_COLUMNS if any(c in h for h in histories.values())), None)
+    series = [("train_loss", "loss"), ("val_loss", "loss"), (metric_key, metric_key), ("lr", "lr")]
+    series += [(extra, extra)] if extra else []
+    frames = [pd.DataFrame({"run": run, "panel": panel, "curve": column, "epoch": history["epoch"].to_numpy(),
+                            "value": history[column].to_numpy(dtype=float)})
+              for run, history in histories.items() if not history.empty
+              for column, panel in series if column in history]
+    curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)
+    lr_log, lr_top = _lr_axis(curves[curves["curve"] == "lr"])
+    panels = ["loss", metric_key, "lr", *([extra] if extra else [])]
+    return CurvesInfo(title, list(histories), panels, curves, lr_log, lr_top)
+
+
+def _lr_axis(lr: pd.DataFrame) -> tuple[bool, float | None]:
+    """A log axis when some run's LR spans a wide range (warm-up, exponential decay); a constant LR
+    is shown from zero, since matplotlib would otherwise zoom into rounding noise."""
+    for _, values in lr.groupby("run", sort=False)["value"]:
+        if (values > 0).all() and values.max() / max(values.min(), 1e-30) > LOG_LR_RANGE:
+            return True, None
+    values = lr["value"].dropna()
+    if len(values) and values.max() - values.min() <= 1e-9 * abs(values.max()):
+        return False, values.max() * 1.5
+    return False, None
+
+
+def _style(curve: str, panel: str, run: str, several: bool) -> tuple[str, dict]:
+    """Line style and legend label: losses tell train (dashed) from val, other panels tell runs apart."""
+    if panel == "loss":
+        split = curve.removesuffix("_loss")
+        return ("--" if split == "train" else "-"), {"label": f"{run} {split}" if several else split}
+    return "-", {"label": run, **({} if panel == "lr" else {"marker": "."})}
+
+
+def draw_curves(info: CurvesInfo, *, quick: bool = False) -> Figure:
+    """Draw a CurvesInfo: one panel per entry of `info.panels`, one colour per run.
 
     Built without pyplot, so it never shows up twice in a notebook and never leaks global state.
     `quick` uses fixed margins instead of the constrained layout, which doubles the cost of
     rendering: for the frames of a live figure, not the one that stays.
     """
-    extra = next((c for c in ("sparsity", "parameters") if any(c in h for h in histories.values())), None)
-    fig = Figure(figsize=(14 if extra else 11, 3.2), layout=None if quick else "constrained")
+    fig = Figure(figsize=(14 if len(info.panels) > 3 else 11, 3.2), layout=None if quick else "constrained")
     if quick:
-        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.15, top=0.82 if title else 0.9, wspace=0.25)
-    axes = fig.subplots(1, 4 if extra else 3)
-    loss_ax, metric_ax, lr_ax = axes[:3]
-    for i, (label, history) in enumerate(histories.items()):
-        color = f"C{i}"
-        if history.empty:
-            continue
-        epochs = history["epoch"]
-        prefix = f"{label} " if len(histories) > 1 else ""
-        if "train_loss" in history:
-            loss_ax.plot(epochs, history["train_loss"], "--", color=color, label=f"{prefix}train")
-        if "val_loss" in history:
-            loss_ax.plot(epochs, history["val_loss"], "-", color=color, label=f"{prefix}val")
-        if metric_key in history:
-            metric_ax.plot(epochs, history[metric_key], "-", marker=".", color=color, label=label)
-        if "lr" in history:
-            lr_ax.plot(epochs, history["lr"], "-", color=color, label=label)
-        if extra and extra in history:
-            axes[3].plot(epochs, history[extra], "-", marker=".", color=color, label=label)
-    loss_ax.set(title="loss", xlabel="epoch")
-    metric_ax.set(title=metric_key, xlabel="epoch")
-    lr_ax.set(title="learning rate", xlabel="epoch")
-    if any(not h.empty and (h["lr"] > 0).all() and h["lr"].max() / max(h["lr"].min(), 1e-30) > 50
-           for h in histories.values() if "lr" in h):
+        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.15, top=0.82 if info.title else 0.9, wspace=0.25)
+    axes = dict(zip(info.panels, fig.subplots(1, len(info.panels))))
+    several = len(info.runs) > 1
+    for (run, panel, curve), line in info.curves.groupby(["run", "panel", "curve"], sort=False):
+        style, options = _style(curve, panel, run, several)
+        axes[panel].plot(line["epoch"], line["value"], style, color=f"C{info.runs.index(run)}", **options)
+    for panel, ax in axes.items():
+        ax.set(title=PANEL_TITLES.get(panel, panel), xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lr_ax = axes["lr"]
+    if info.lr_log:
         lr_ax.set_yscale("log")
     else:
         lr_ax.ticklabel_format(axis="y", useOffset=False, style="sci", scilimits=(-3, 3))
-        lrs = pd.concat([h["lr"] for h in histories.values() if "lr" in h and not h.empty])
-        if len(lrs) and lrs.max() - lrs.min() <= 1e-9 * abs(lrs.max()):  # constant: show it from zero
-            lr_ax.set_ylim(0, lrs.max() * 1.5)
-    if extra:
-        axes[3].set(title="sparsity (share of zero weights)" if extra == "sparsity" else "parameters", xlabel="epoch")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    loss_ax.legend(fontsize=8)
-    if len(histories) > 1:
-        metric_ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
+        if info.lr_top is not None:
+            lr_ax.set_ylim(0, info.lr_top)
+    legends = [axes["loss"]] + ([axes[info.panels[1]]] if several else [])
+    for ax in legends:
+        if ax.get_lines():
+            ax.legend(fontsize=8)
+    if info.title:
+        fig.suptitle(info.title, fontsize=10)
     return fig
 
 
+def draw_history(histories: dict[str, pd.DataFrame], metric_key: str, title: str = "", *,
+                 quick: bool = False) -> Figure:
+    """One figure for one or more runs: train (dashed) and val loss, the val metric, the LR per epoch."""
+    return draw_curves(curves_info(histories, metric_key, title), quick=quick)
+
+
 def figure_png(fig: Figure, dpi: int = 72) -> bytes:
+    """The figure as PNG bytes: what display handles and widgets show (72 dpi keeps live frames cheap)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
-
-
-def png_img_tag(png: bytes) -> str:
-    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
 
 
 def register_figure_formatter() -> None:
@@ -92,7 +136,7 @@ def draw_lr_find(lrs: list[float], losses: list[float], suggestion: float) -> Fi
     ax = fig.subplots()
     ax.plot(lrs, losses)
     ax.axvline(suggestion, color="C3", linestyle="--", label=f"suggested lr {suggestion:.2g}")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="LR range test")
+    ax.set(title="LR range test", xscale="log", xlabel="learning rate", ylabel="training loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig

@@ -1,16 +1,14 @@
 """The live leaderboard of a sweep: one line per running trial, a table of finished trials, and the
 best value so far — not one full training display per trial. Records first: the table is built
-from the study's trials, the same way for one process, `--jobs N` and many machines."""
+from the study's trials, the same way for one process, `--jobs N` and many machines. When the
+sweep ends, the final sweep figure replaces the live one in the same place."""
 from __future__ import annotations
-
-import html
-import time
 
 import optuna
 import pandas as pd
 
-from nbopt.display.plots import figure_png
-from nbopt.sweeps.plots import draw_best_so_far
+from nbopt.display.board import LiveBoard
+from nbopt.sweeps.plots import COMPLETE, draw_progress, draw_sweep_info, progress_info, sweep_info
 
 TOP = 10
 
@@ -32,36 +30,37 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-class SweepBoard:
-    def __init__(self, study: optuna.Study, target: int, metric: str, maximize: bool, notebook: bool):
-        self.study, self.target, self.metric, self.maximize, self.notebook = study, target, metric, maximize, notebook
+def _value(value) -> str:
+    return "–" if value is None or pd.isna(value) else f"{value:.4g}"
+
+
+class SweepBoard(LiveBoard):
+    """Status (running trials), the top trials so far, and a figure: the best value so far while the
+    sweep runs, the whole sweep figure once it ends. Outside a notebook: a line per ended trial."""
+
+    SLOTS = ("status", "table", "figure")
+
+    def __init__(self, study: optuna.Study, target: int, metric: str, maximize: bool, notebook: bool, sink=None):
+        super().__init__(notebook, sink=sink)
+        self.study, self.target, self.metric, self.maximize = study, target, metric, maximize
         self._progress: dict[int, str] = {}
-        self._last = 0.0
-        if notebook:
-            from IPython.display import display
-            self._status = display({"text/plain": "sweep: starting…"}, raw=True, display_id=True)
-            self._table = display({"text/plain": ""}, raw=True, display_id=True)
-            self._figure = display({"text/plain": ""}, raw=True, display_id=True)
+        self.open("sweep: starting…")
 
     def started(self, number: int) -> None:
         self._progress[number] = "starting"
 
     def progress(self, number: int, recorder, trainer, epochs: int) -> None:
-        now = time.monotonic()
-        if not self.notebook or now - self._last < 0.25:
-            return
-        self._last = now
-        epoch = recorder.epoch_offset + trainer.current_epoch + 1
-        self._progress[number] = f"epoch {epoch}/{epochs}, step {recorder.step_in_epoch}/{recorder.steps_per_epoch}"
-        self._show_status()
+        def status() -> str:
+            epoch = recorder.epoch_offset + trainer.current_epoch + 1
+            self._progress[number] = (f"epoch {epoch}/{epochs}, step {recorder.step_in_epoch}/"
+                                      f"{recorder.steps_per_epoch}")
+            return self._status_text()
+        self.tick(status)
 
-    def _show_status(self) -> None:
-        trials = self.study.get_trials(deepcopy=False)
-        done = sum(t.state.is_finished() for t in trials)
+    def _status_text(self) -> str:
+        done = sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
         lines = [f"sweep '{self.study.study_name}': {done} trial(s) ended, target {self.target} finished"]
-        lines += [f"  trial {n}: {p}" for n, p in sorted(self._progress.items())]
-        self._status.update({"text/plain": "\n".join(lines),
-                             "text/html": "<pre>" + html.escape("\n".join(lines)) + "</pre>"}, raw=True)
+        return "\n".join(lines + [f"  trial {n}: {p}" for n, p in sorted(self._progress.items())])
 
     def poll(self) -> None:
         """For worker processes: read running trials' progress from the study instead of callbacks."""
@@ -70,28 +69,26 @@ class SweepBoard:
         self.finished(self.study, keep_progress=True)
 
     def finished(self, study: optuna.Study, keep_progress: bool = False) -> None:
+        """A trial ended (or, from poll, maybe one did): refresh the status, the table and the figure."""
         table = trials_table(study)
+        ended = table[table["state"] != "running"] if not table.empty else table
         if not keep_progress:
-            ended = set(table["trial"]) if not table.empty else set()
-            self._progress = {n: p for n, p in self._progress.items() if n not in ended or
-                              table.loc[table["trial"] == n, "state"].iloc[0] == "running"}
+            gone = set(ended.get("trial", ()))
+            self._progress = {n: p for n, p in self._progress.items() if n not in gone}
         if not self.notebook:
-            last = table[table["state"] != "running"].tail(1) if not table.empty else table
-            for _, row in last.iterrows():
-                value = "–" if row["value"] is None or pd.isna(row["value"]) else f"{row['value']:.4g}"
-                print(f"trial {row['trial']}: {row['state']} {self.metric} {value}", flush=True)
+            for _, row in ended.tail(1).iterrows():
+                self.line(f"trial {row['trial']}: {row['state']} {self.metric} {_value(row['value'])}")
             return
-        self._show_status()
-        ended = table[table["state"].isin(["complete", "pruned"])] if not table.empty else table
-        shown = ended.sort_values("value", ascending=not self.maximize).head(TOP) if not ended.empty else ended
-        self._table.update({"text/plain": shown.to_string(index=False),
-                            "text/html": shown.to_html(index=False, float_format=lambda v: f"{v:.4g}")}, raw=True)
-        if not ended.empty and any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-            fig = draw_best_so_far(study, self.metric)
-            self._figure.update({"image/png": figure_png(fig), "text/plain": "<best so far>"}, raw=True)
+        self.status(self._status_text())
+        scored = ended[ended["state"].isin(["complete", "pruned"])] if not ended.empty else ended
+        shown = scored.sort_values("value", ascending=not self.maximize).head(TOP) if not scored.empty else scored
+        self.table(shown.to_string(index=False), shown.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
+        if study.get_trials(deepcopy=False, states=(COMPLETE,)):
+            self.frame(lambda: progress_info(study, self.metric), draw_progress, "best so far")
 
     def close(self, summary_text: str, summary_html: str) -> None:
-        if self.notebook:
-            self._status.update({"text/plain": summary_text, "text/html": summary_html}, raw=True)
-        else:
-            print(summary_text, flush=True)
+        """The sweep ended: the final sweep figure takes the live figure's place (when a trial completed),
+        and the summary becomes the status, so the cell shows each once."""
+        if self.notebook and self.study.get_trials(deepcopy=False, states=(COMPLETE,)):
+            self.figure(sweep_info(self.study, self.metric), draw_sweep_info, "sweep")
+        self.report(summary_text, summary_html)
