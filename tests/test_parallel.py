@@ -395,6 +395,46 @@ def test_kernel_ddp_trains_shows_live_epochs_and_returns_the_best_weights(kernel
     assert len(kernel_workers(kernel)) <= len(before)
 
 
+LAGGING_READER = textwrap.dedent("""
+    import threading, time
+    import nbopt.display.live, nbopt.fitting
+    _read, _finish, boards = nbopt.fitting.Fitter._read_history, nbopt.display.live.LiveOutput.finish, []
+
+    def lagging(self):  # the kernel's watcher thread reads the workers' records slowly, one record behind
+        rows = _read(self)
+        if threading.current_thread() is threading.main_thread():
+            return rows
+        time.sleep(0.5)
+        return rows[:-1]
+
+    def keep(self, run):
+        boards.append(self)
+        _finish(self, run)
+
+    nbopt.fitting.Fitter._read_history, nbopt.display.live.LiveOutput.finish = lagging, keep
+""")
+
+
+@needs_two_cores
+def test_kernel_ddp_final_figure_shows_every_epoch_even_when_the_records_arrive_late(kernel):
+    """The figure that stays comes from the final history, not from the last rows the watcher read."""
+    reply, outputs = run_cell(kernel, LAGGING_READER, timeout=30)
+    assert reply["status"] == "ok", kernel.errors(outputs)
+    try:
+        reply, outputs = run_cell(kernel, "%%nbopt train --name par-late --out late\n" + DIVERGING, timeout=300)
+        assert reply["status"] == "ok", kernel.errors(outputs)
+        result = kernel_json(kernel, "import json\nprint(json.dumps({'history': late.history['epoch'].tolist(), "
+                                     "'figure': sorted(set(boards[-1].figure_info.curves['epoch'].tolist()))}))")
+    finally:
+        run_cell(kernel, "nbopt.fitting.Fitter._read_history, nbopt.display.live.LiveOutput.finish = _read, _finish",
+                 timeout=30)
+    live = [m["content"]["data"].get("text/plain", "") for m in outputs if m["msg_type"] == "update_display_data"]
+    seen = [int(e) for e in re.findall(r"par-late · epoch (\d)/4 · 2 processes", "\n".join(live))]
+    assert seen and max(seen) < 4  # the watcher never saw the last epoch ...
+    assert result == {"history": [1, 2, 3, 4], "figure": [1, 2, 3, 4]}  # ... and the figure shows it all the same
+    assert_no_workers_left(kernel)
+
+
 @needs_two_cores
 def test_kernel_ddp_trains_like_one_process_with_the_global_batch(kernel):
     """The notebook strategy shares the batches like `nbopt run` does: 2 × 32 per step is the same
