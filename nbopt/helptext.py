@@ -1,66 +1,41 @@
-"""``%nbopt help`` and ``%nbopt help KEY``: generated from the registries the code itself uses."""
+"""``%nbopt help`` and ``%nbopt help KEY``: generated from what the code itself reads, so it cannot drift.
+
+Sub-commands and their options come from ``nbopt.commands``; recipe keys, their settings,
+defaults, allowed values and examples from the fields of ``Recipe``; accepted names from the
+registries that validation resolves against; the search, variants and metrics pages from the
+tables the sweep, compare and metric code use (``nbopt.helptopics``). A page is plain data — a
+title and sections of rows — drawn twice, as text and as HTML.
+"""
 from __future__ import annotations
 
 import html
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from nbopt.commands import COMMANDS, NOTEBOOK, SHELL, Command
 from nbopt.errors import RecipeError, unknown_name_message
 
-# Recipe keys in the order a user meets them, with what each means and an example value.
-KEYS = {
-    "model": ("a notebook nn.Module/LightningModule (copied), a class or factory, `pkg.module:name`, or a built-in",
-              "mlp(hidden=[128, 64])"),
-    "data": ("a LightningDataModule, (train, val) Datasets/DataLoaders, (X, y) arrays, a DataFrame, or a built-in",
-             "digits"),
-    "name": ("the run's name and folder under nbopt-runs/", "baseline"),
-    "target": ("the column to predict when `data` is a DataFrame", "price"),
-    "task": ("classification or regression; detected from the targets when left out", "regression"),
-    "val_split": ("fraction held out for validation when the data has no validation set (default 0.2)", "0.2"),
-    "test_split": ("fraction held out for a final test score, never used for choices (default 0)", "0.1"),
-    "batch_size": ("samples per step (default 64)", "64"),
-    "epochs": ("passes over the training data (default 10)", "20"),
-    "seed": ("seed for the split, the initial weights and the batch order (default 0)", "0"),
-    "normalize": ("auto (mean/std of the training split, the default), none, or {mean: [...], std: [...]}", "auto"),
-    "loss": ("training loss (default: cross_entropy for classification, mse for regression)",
-             "cross_entropy(label_smoothing=0.1)"),
-    "optimizer": ("any torch.optim optimizer by lower-case name, with its arguments (default adam)",
-                  "sgd(lr=0.1, momentum=0.9, nesterov=true)"),
-    "scheduler": ("an LR schedule, or a list run in sequence", "[warmup(epochs=2), cosine]"),
-    "early_stopping": ("stop when `monitor` stops improving; the best weights are restored",
-                       "{monitor: val_loss, patience: 5}"),
-    "augment": ("random transforms of training batches only (image transforms need image data)",
-                "[hflip, rotate(15), crop(pad=2), mixup(0.2)]"),
-    "batchnorm": ("insert BatchNorm after every Linear/Conv but the output layer, before its activation", "true"),
-    "dropout": ("insert Dropout with this rate after every hidden activation", "0.2"),
-    "activation": ("replace every activation module of the model", "gelu"),
-    "lr_find": ("run an LR range test first, plot it, and train with the suggested LR", "true"),
-    "prune": ("prune after (once) or during (gradual) training, then fine-tune; channels really removes them",
-              "{method: l1_unstructured, amount: 0.8, schedule: gradual, finetune: 3}"),
-    "distill": ("train as the student of a frozen teacher (a notebook model, a Run, or a run name)",
-                "{teacher: big_net, temperature: 4, alpha: 0.7}"),
-    "quantize": ("post-training int8 dynamic quantization of Linear layers (CPU), validated again", "dynamic"),
-    "devices": ("how many devices (processes on CPU, GPUs on a GPU machine) train together (default 1)", "2"),
-    "nodes": ("how many machines train together, each with `devices` of its own; started from a shell by SLURM's "
-              "srun or torchrun (default 1)", "4"),
-    "strategy": ("how they share the work: ddp (data parallel), fsdp (sharded, from a shell on GPUs)", "ddp"),
-    "grad_clip": ("clip the gradient norm to this value", "1.0"),
-    "accumulate": ("accumulate gradients over this many batches per optimizer step", "4"),
-    "precision": ("numeric precision, as Lightning names it (32-true, bf16-mixed, 16-mixed, ...)", "bf16-mixed"),
-}
+_NAME_COLUMN = 38  # a longer name gets its description on the next line
 
-SUBCOMMANDS = {
-    "%%nbopt train [--name NAME] [--out VAR] [--dry-run]": "train once from the recipe in the cell",
-    "%%nbopt compare [--repeats N] [--out VAR]": "train the recipe's `variants:` side by side",
-    "%%nbopt sweep [--trials N] [--sampler grid|random|tpe|gp] [--pruner median|hyperband|none] [--jobs N] "
-    "[--storage URL] [--study NAME] [--out VAR]": "search the recipe's `search:` space with Optuna; resumable",
-    "%%nbopt show-augment (or %nbopt show-augment RUN)": "a grid of augmented training samples",
-    "%nbopt panel [RUN]": "the recipe as controls: Train, Compare with last, Sweep, Stop, As cell",
-    "%nbopt runs": "table of the runs recorded in nbopt-runs/",
-    "%nbopt export NAME [--to FILE]": "write a run's recipe to a YAML file for `nbopt run`",
-    "%nbopt help [KEY]": "this help, or what KEY accepts",
-}
+
+@dataclass
+class Section:
+    """Usage lines (shown as code), a sentence, and (name, description) rows."""
+    heading: list[str] = field(default_factory=list)
+    text: str = ""
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    indent: int = 2
+
+
+@dataclass
+class Page:
+    title: str
+    sections: list[Section] = field(default_factory=list)
 
 
 def registries() -> dict:
+    """Recipe key → the registry of names it accepts."""
     from nbopt.data.builtin import DATASETS
     from nbopt.models.builtin import MODELS
     from nbopt.techniques.activations import ACTIVATIONS
@@ -69,34 +44,167 @@ def registries() -> dict:
     from nbopt.techniques.optimizers import OPTIMIZERS
     from nbopt.techniques.schedulers import SCHEDULERS
     return {"model": MODELS, "data": DATASETS, "loss": LOSSES, "optimizer": OPTIMIZERS,
-            "scheduler": SCHEDULERS, "activation": ACTIVATIONS,
-            "augment": AUGMENTATIONS}
+            "scheduler": SCHEDULERS, "activation": ACTIVATIONS, "augment": AUGMENTATIONS}
 
 
-def help_table(key: str | None = None) -> tuple[str, list[tuple[str, str]]]:
-    """A title and (name, description) rows: the overview, or what one key accepts."""
-    if key is None:
-        rows = list(SUBCOMMANDS.items()) + [(k, f"{meaning} — e.g. {example}") for k, (meaning, example) in
-                                           KEYS.items()]
-        return "nbopt: sub-commands and recipe keys (`%nbopt help KEY` for details)", rows
-    tables = registries()
-    if key not in KEYS and key not in tables:
-        raise RecipeError(unknown_name_message("recipe key", key, list(KEYS) + list(tables)))
-    meaning, example = KEYS.get(key, ("", ""))
-    title = f"{key}: {meaning}" + (f" — e.g. `{key}: {example}`" if example else "")
-    if key not in tables:
-        return title, []
-    return title + " — accepted names:", tables[key].help_rows()
+def named_values() -> dict[str, tuple[str, ...]]:
+    """Recipe keys whose accepted words live in a table of the code rather than in the field's type."""
+    from nbopt.parallel import STRATEGIES
+    from nbopt.recipe import PRECISIONS
+    return {"precision": PRECISIONS, "strategy": STRATEGIES}
 
 
-def help_text(key: str | None = None) -> str:
-    title, rows = help_table(key)
-    width = max((len(name) for name, _ in rows), default=0)
-    return "\n".join([title] + [f"  {name.ljust(width)}  {desc}" for name, desc in rows])
+def topics() -> dict[str, Callable[[], Page]]:
+    """Every help topic: recipe keys in the order a user meets them, the extra pages, the sub-commands."""
+    from nbopt.helptopics import PAGES
+    from nbopt.recipe import Recipe
+    found: dict[str, Callable[[], Page]] = {key: (lambda key=key: _key_page(key)) for key in Recipe.model_fields}
+    found.update(PAGES)
+    found.update({c.name: (lambda c=c: _command_page(c)) for c in COMMANDS})
+    return found
 
 
-def help_html(key: str | None = None) -> str:
-    title, rows = help_table(key)
-    body = "".join(f"<tr><td style='text-align:left'><code>{html.escape(n)}</code></td>"
-                   f"<td style='text-align:left'>{html.escape(d)}</td></tr>" for n, d in rows)
-    return f"<div><b>{html.escape(title)}</b><table>{body}</table></div>"
+def page(topic: str | None = None) -> Page:
+    """The overview, or the page of one topic (a RecipeError naming the closest topic for a typo)."""
+    if topic is None:
+        return _overview()
+    pages = topics()
+    if topic not in pages:
+        raise RecipeError(unknown_name_message("help topic", topic, pages))
+    return pages[topic]()
+
+
+# -- recipe keys ----------------------------------------------------------------------------------
+
+def yaml_text(value) -> str:
+    """A value as a recipe writes it: true, 0.001, [32, 64], adam(lr=0.1)."""
+    if hasattr(value, "to_text"):  # a Component
+        return value.to_text()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(yaml_text(v) for v in value) + "]"
+    return str(value)
+
+
+def settings_model(annotation):
+    """The pydantic model of a key's mapping form (Prune for `prune:`), or None."""
+    from pydantic import BaseModel
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def choices(annotation) -> tuple | None:
+    """The allowed values of a field typed only by Literals (and None), else None."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args and all(typing.get_origin(a) is typing.Literal for a in args):
+        return tuple(value for a in args for value in typing.get_args(a))
+    return None
+
+
+def describe_field(key: str, info, named: tuple = ()) -> str:
+    """A field's description with its allowed values (from its type, else `named`), default and examples."""
+    text = info.description
+    allowed = choices(info.annotation) or named
+    if allowed:
+        text += "; accepted: " + ", ".join(yaml_text(v) for v in allowed)
+    if info.is_required():
+        text += " (required)"
+    elif info.default is not None and info.default_factory is None:
+        text += f" (default: {yaml_text(info.default)})"
+    if info.examples:
+        text += " — e.g. " + ", ".join(f"`{key}: {yaml_text(e)}`" for e in info.examples)
+    return text
+
+
+def _key_page(key: str) -> Page:
+    from nbopt.recipe import Recipe
+    info = Recipe.model_fields[key]
+    title = f"{key}: {describe_field(key, info, named_values().get(key, ()))}"
+    model, tables = settings_model(info.annotation), registries()
+    if key in tables:
+        return Page(title, [Section(text="accepted names:", rows=tables[key].help_rows())])
+    if model is not None:
+        rows = [(setting.alias or name, describe_field(setting.alias or name, setting))
+                for name, setting in model.model_fields.items()]
+        return Page(title, [Section(text=f"settings ({key}: {{setting: value, …}}):", rows=rows)])
+    return Page(title)
+
+
+# -- sub-commands ---------------------------------------------------------------------------------
+
+def command_section(command: Command) -> Section:
+    """A sub-command's usage in each door that has it, what it does, and every option it takes."""
+    heading = command.usages(NOTEBOOK) + command.usages(SHELL)
+    return Section(heading, command.summary, [(o.synopsis(), o.describe()) for o in command.options], indent=4)
+
+
+def _command_page(command: Command) -> Page:
+    return Page(f"{command.name}: {command.summary}", [command_section(command)])
+
+
+def _overview() -> Page:
+    from nbopt.helptopics import PAGES
+    from nbopt.recipe import Recipe
+    named = named_values()
+    keys = [(key, describe_field(key, info, named.get(key, ()))) for key, info in Recipe.model_fields.items()]
+    return Page("nbopt: sub-commands and recipe keys (`%nbopt help KEY` for one key; also "
+                + ", ".join(f"`%nbopt help {topic}`" for topic in PAGES) + ")",
+                [command_section(command) for command in COMMANDS]
+                + [Section(text="Recipe keys (only model and data are required):", rows=keys)])
+
+
+# -- drawing --------------------------------------------------------------------------------------
+
+def _text_rows(rows: list[tuple[str, str]], indent: int) -> list[str]:
+    width = min(max((len(name) for name, _ in rows), default=0), _NAME_COLUMN)
+    lines = []
+    for name, desc in rows:
+        if len(name) > width:
+            lines += [" " * indent + name, " " * (indent + width + 2) + desc]
+        else:
+            lines.append(" " * indent + f"{name.ljust(width)}  {desc}".rstrip())
+    return lines
+
+
+def help_text(topic: str | None = None) -> str:
+    shown = page(topic)
+    lines = [shown.title]
+    for section in shown.sections:
+        lines += ["", *section.heading]
+        lines += [" " * (section.indent - 2) + section.text] * bool(section.text)
+        lines += _text_rows(section.rows, section.indent)
+    return "\n".join(lines)
+
+
+def help_html(topic: str | None = None) -> str:
+    shown = page(topic)
+    parts = [f"<div><b>{html.escape(shown.title)}</b>"]
+    for section in shown.sections:
+        parts += [f"<div><code>{html.escape(line)}</code></div>" for line in section.heading]
+        parts += [f"<div>{html.escape(section.text)}</div>"] * bool(section.text)
+        if section.rows:
+            parts.append("<table>" + "".join(
+                f"<tr><td style='text-align:left'><code>{html.escape(name)}</code></td>"
+                f"<td style='text-align:left'>{html.escape(desc)}</td></tr>" for name, desc in section.rows)
+                + "</table>")
+    return "".join(parts) + "</div>"
+
+
+def magic_doc() -> str:
+    """The ``%nbopt?`` docstring: every notebook usage with its options, nothing internal."""
+    lines = ["nbopt: train, compare and sweep PyTorch models from a YAML recipe in the cell.",
+             "`%nbopt help` lists the recipe keys too; `%nbopt help KEY` what one key accepts."]
+    for command in COMMANDS:
+        usages = command.usages(NOTEBOOK)
+        if usages:
+            lines += ["", *usages, "    " + command.summary]
+            lines += _text_rows([(o.synopsis(), o.describe()) for o in command.options_for(NOTEBOOK)], 6)
+    return "\n".join(lines)
+

@@ -29,73 +29,126 @@ _OPTIMIZER_ARGUMENTS = {"lr", "learning_rate", "momentum", "weight_decay", "beta
 class EarlyStopping(BaseModel):
     """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
     model_config = ConfigDict(extra="forbid")
-    monitor: str = "val_loss"
-    patience: int = Field(5, ge=1)
-    min_delta: float = Field(0.0, ge=0)
-    mode: Literal["min", "max"] | None = None
+    monitor: str = Field("val_loss", description="the history column watched (`%nbopt help metrics`)",
+                         examples=["val_acc"])
+    patience: int = Field(5, ge=1, description="epochs without improvement before training stops", examples=[3])
+    min_delta: float = Field(0.0, ge=0, description="the smallest change that counts as an improvement",
+                             examples=[0.001])
+    mode: Literal["min", "max"] | None = Field(None, description="whether lower or higher is better; read from "
+                                                "the metric table when left out", examples=["max"])
 
 
 class Normalize(BaseModel):
     """Explicit per-channel (images) or per-feature (tables) mean and standard deviation."""
     model_config = ConfigDict(extra="forbid")
-    mean: list[float]
-    std: list[float]
+    mean: list[float] = Field(description="one mean per channel (images) or feature (tables)", examples=[[0.5]])
+    std: list[float] = Field(description="one standard deviation per channel or feature", examples=[[0.25]])
 
 
 class Prune(BaseModel):
     """Pruning after (`once`) or during (`gradual`) training, then `finetune` epochs at the final sparsity."""
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    method: Literal["l1_unstructured", "random_unstructured", "channels"] = "l1_unstructured"
-    amount: float = Field(0.5, gt=0, lt=1)
-    global_: bool = Field(False, alias="global")
-    schedule: Literal["once", "gradual"] = "once"
-    finetune: int = Field(2, ge=0)
-    importance: Literal["l1", "l2", "taylor"] = "l1"
-    steps: int = Field(1, ge=1)
-    lr: float | None = Field(None, gt=0)
+    method: Literal["l1_unstructured", "random_unstructured", "channels"] = Field(
+        "l1_unstructured", description="l1_unstructured zeroes the smallest weights, random_unstructured random "
+        "ones; channels removes whole channels/neurons, so the model really gets smaller and faster",
+        examples=["channels"])
+    amount: float = Field(0.5, gt=0, lt=1, description="the share of weights (or channels) removed", examples=[0.8])
+    global_: bool = Field(False, alias="global", description="rank weights across all layers together instead "
+                          "of layer by layer", examples=[True])
+    schedule: Literal["once", "gradual"] = Field("once", description="once: after training; gradual: sparsity "
+                                                 "rises during training (unstructured methods)", examples=["gradual"])
+    finetune: int = Field(2, ge=0, description="epochs of training at the final sparsity", examples=[3])
+    importance: Literal["l1", "l2", "taylor"] = Field("l1", description="how channels are ranked (channels only)",
+                                                      examples=["taylor"])
+    steps: int = Field(1, ge=1, description="remove channels in this many rounds, fine-tuning after each "
+                       "(channels only)", examples=[3])
+    lr: float | None = Field(None, gt=0, description="learning rate of the fine-tuning, without the LR schedule "
+                             "(default: the run's)", examples=[1e-3])
 
 
 class Distill(BaseModel):
     """Train as the student of a frozen teacher: a·T²·KL(teacher ‖ student at temperature T) + (1−a)·task loss."""
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-    teacher: Any
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.7, ge=0, le=1)
+    teacher: Any = Field(description="a notebook model, a Run, or the name of a recorded run", examples=["big_net"])
+    temperature: float = Field(4.0, gt=0, description="softens both models' class probabilities; higher shares "
+                               "more of the teacher's ranking of wrong classes", examples=[2.0])
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the teacher's soft targets; 1 − alpha goes to "
+                         "the labels", examples=[0.5])
 
 
 class Recipe(BaseModel):
-    """A validated recipe. ``raw`` keeps what the user wrote, for export and for variants."""
+    """A validated recipe. ``raw`` keeps what the user wrote, for export and for variants.
+
+    The fields are in the order a user meets them, and their descriptions and examples are the
+    recipe's help: ``%nbopt help`` is generated from them.
+    """
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    model: Any
-    data: Any
-    name: str | None = None
-    target: str | None = None
-    task: Literal["classification", "regression"] | None = None
-    val_split: float = Field(0.2, gt=0, lt=1)
-    test_split: float = Field(0.0, ge=0, lt=1)
-    batch_size: int = Field(64, ge=1)
-    epochs: int = Field(10, ge=1)
-    seed: int = 0
-    normalize: Literal["auto", "none"] | Normalize = "auto"
-    loss: Component | None = None
-    optimizer: Component = Component("adam")
-    scheduler: list[Component] = Field(default_factory=list)
-    early_stopping: EarlyStopping | None = None
-    augment: list[Component] = Field(default_factory=list)
-    batchnorm: bool = False
-    dropout: float = Field(0.0, ge=0, lt=1)
-    activation: Component | None = None
-    lr_find: bool = False
-    prune: Prune | None = None
-    distill: Distill | None = None
-    quantize: Literal["dynamic"] | None = None
-    devices: int | Literal["auto"] = 1
-    nodes: int = 1
-    strategy: str = "auto"
-    grad_clip: float | None = Field(None, gt=0)
-    accumulate: int = Field(1, ge=1)
-    precision: str = "32-true"
+    model: Any = Field(description="what to train: a notebook nn.Module or LightningModule (copied, never "
+                       "changed), a class or zero-argument function returning one, an import path "
+                       "`pkg.module:name`, or a built-in", examples=["mlp(hidden=[128, 64])", "net"])
+    data: Any = Field(description="what to train on: a LightningDataModule, (train, val) Datasets or "
+                      "DataLoaders, (X, y) arrays or tensors, a DataFrame (with `target:`), or a built-in",
+                      examples=["digits"])
+    name: str | None = Field(None, description="the run's name and its folder under nbopt-runs/ (default: the "
+                             "date and time)", examples=["baseline"])
+    target: str | None = Field(None, description="the column to predict when `data` is a DataFrame",
+                               examples=["price"])
+    task: Literal["classification", "regression"] | None = Field(
+        None, description="what the model predicts; detected from the targets when left out",
+        examples=["regression"])
+    val_split: float = Field(0.2, gt=0, lt=1, description="the share held out for validation when the data has "
+                             "no validation set", examples=[0.25])
+    test_split: float = Field(0.0, ge=0, lt=1, description="the share held out for a final test score, never "
+                              "seen by sweeps or early stopping", examples=[0.1])
+    batch_size: int = Field(64, ge=1, description="samples per training step", examples=[128])
+    epochs: int = Field(10, ge=1, description="passes over the training data", examples=[20])
+    seed: int = Field(0, description="seed of the split, the initial weights and the batch order", examples=[1])
+    normalize: Literal["auto", "none"] | Normalize = Field(
+        "auto", description="auto: mean/std per channel (images) or feature (tables) of the training split; "
+        "none; or your own {mean: [...], std: [...]}", examples=["none", "{mean: [0.5], std: [0.25]}"])
+    loss: Component | None = Field(None, description="the training loss (default: cross_entropy for "
+                                   "classification, mse for regression)",
+                                   examples=["cross_entropy(label_smoothing=0.1)", "huber"])
+    optimizer: Component = Field(Component("adam"), description="any torch.optim optimizer by its lower-case "
+                                 "name, with its arguments",
+                                 examples=["sgd(lr=0.1, momentum=0.9, nesterov=true)", "adamw(lr=3e-3)"])
+    scheduler: list[Component] = Field(default_factory=list, description="an LR schedule, or a list of them "
+                                       "run in sequence", examples=["cosine", "[warmup(epochs=2), cosine]"])
+    early_stopping: EarlyStopping | None = Field(
+        None, description="stop when `monitor` stops improving; the best weights are restored (`true`: the "
+        "default settings)", examples=["{monitor: val_loss, patience: 5}", "true"])
+    augment: list[Component] = Field(default_factory=list, description="random transforms of training batches "
+                                     "only (image transforms need image data)",
+                                     examples=["[hflip, rotate(15), crop(pad=2), mixup(0.2)]"])
+    batchnorm: bool = Field(False, description="insert BatchNorm after every Linear/Conv but the output layer, "
+                            "before its activation", examples=[True])
+    dropout: float = Field(0.0, ge=0, lt=1, description="insert Dropout with this rate after every hidden "
+                           "activation", examples=[0.2])
+    activation: Component | None = Field(None, description="replace every activation module of the model",
+                                         examples=["gelu", "leaky_relu(0.1)"])
+    lr_find: bool = Field(False, description="run an LR range test first, plot it, and train with the "
+                          "suggested LR", examples=[True])
+    prune: Prune | None = Field(None, description="prune after or during training, then fine-tune",
+                                examples=["{method: l1_unstructured, amount: 0.8, schedule: gradual, finetune: 3}",
+                                          "{method: channels, amount: 0.5}"])
+    distill: Distill | None = Field(None, description="train as the student of a frozen teacher (a notebook "
+                                    "model, a Run, or a run's name)",
+                                    examples=["{teacher: big_net, temperature: 4, alpha: 0.7}", "big_net"])
+    quantize: Literal["dynamic"] | None = Field(None, description="post-training int8 dynamic quantization of "
+                                                "Linear layers (CPU), validated again", examples=["dynamic"])
+    devices: int | Literal["auto"] = Field(1, description="how many devices train together: processes on a CPU, "
+                                           "GPUs on a GPU machine", examples=[2, "auto"])
+    nodes: int = Field(1, description="how many machines train together, each with `devices` of its own; "
+                       "started from a shell by SLURM's srun or torchrun", examples=[4])
+    strategy: str = Field("auto", description="how the devices share the work: ddp (data parallel), fsdp "
+                          "(sharded, from a shell on GPUs)", examples=["ddp"])
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value",
+                                    examples=[1.0])
+    accumulate: int = Field(1, ge=1, description="accumulate gradients over this many batches per optimizer "
+                            "step", examples=[4])
+    precision: str = Field("32-true", description="numeric precision, as Lightning names it",
+                           examples=["bf16-mixed"])
 
     _raw: dict = PrivateAttr(default_factory=dict)
     _lines: dict = PrivateAttr(default_factory=dict)

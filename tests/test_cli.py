@@ -85,3 +85,33 @@ def test_bad_recipe_exits_2_with_one_line_on_stderr(tmp_path, runs_dir):
     assert missing.returncode == 2
     assert missing.stderr.strip() == (f"nbopt: cannot read the recipe file: No such file or directory: "
                                       f"{tmp_path / 'missing.yaml'}")
+
+
+def test_runs_and_export_read_the_recorded_runs(tmp_path, runs_dir, capsys):
+    """`nbopt runs` and `nbopt export` show what nbopt.runs() and nbopt.export() give, as the magics do."""
+    from nbopt.cli import main
+    from nbopt.store import RunFolder
+    assert main(["runs"]) == 0
+    assert capsys.readouterr().out.strip() == f"No runs recorded in {runs_dir} yet."
+    folder = RunFolder.create("recorded")
+    folder.write_recipe("model: mlp\ndata: iris\n")
+    folder.write_status(started="2024-01-01 10:00:00", status="finished", epochs_run=3, best=0.9, metric="val_acc",
+                        model="mlp", data="iris")
+    assert main(["runs"]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["started", "status", "epochs", "best", "metric", "model", "data"]
+    assert row.split() == ["recorded", "2024-01-01", "10:00:00", "finished", "3", "0.9", "val_acc", "mlp", "iris"]
+    assert main(["export", "recorded", "--to", "out.yaml"]) == 0
+    assert capsys.readouterr().out.strip() == "Wrote out.yaml"
+    assert (tmp_path / "out.yaml").read_text() == "model: mlp\ndata: iris\n"
+    assert main(["export", "recordd"]) == 2
+    assert "did you mean 'recorded'?" in capsys.readouterr().err
+
+
+def test_help_and_a_bad_option_from_the_shell(capsys):
+    from nbopt.cli import main
+    assert main(["help", "sweep"]) == 0
+    assert "--allow-space-change" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["sweep", "recipe.yaml", "--sampler", "bayes"])
+    assert exited.value.code == 2 and "invalid choice: 'bayes'" in capsys.readouterr().err

@@ -80,6 +80,19 @@ def test_bad_magic_options(ip):
         ip.run_cell_magic("nbopt", "trian", RECIPE)
 
 
+def test_a_command_called_the_wrong_way_is_a_usage_error(ip):
+    with pytest.raises(UsageError, match=re.escape("%nbopt runs takes no cell: write it on a line of its own")):
+        ip.run_cell_magic("nbopt", "runs", RECIPE)
+    with pytest.raises(UsageError, match=re.escape("%%nbopt sweep is a cell magic")):
+        ip.run_line_magic("nbopt", "sweep --trials 3")
+    with pytest.raises(UsageError, match="invalid int value: 'many'"):
+        ip.run_cell_magic("nbopt", "compare --repeats many", RECIPE)
+    with pytest.raises(UsageError, match="invalid choice: 'bayes'"):
+        ip.run_cell_magic("nbopt", "sweep --sampler bayes", RECIPE)
+    with pytest.raises(UsageError, match=re.escape("`check` is a shell command (nbopt check)")):
+        ip.run_line_magic("nbopt", "check")
+
+
 def test_unknown_subcommand_is_a_usage_error(ip):
     with pytest.raises(UsageError, match=re.escape("unknown command 'bogus'; see `%nbopt help`")):
         ip.run_line_magic("nbopt", "bogus")

@@ -19,14 +19,17 @@ import nbopt
 from nbopt import RecipeError
 from nbopt.recipe import parse_recipe
 from nbopt.run import Run
+from nbopt.components import parse_component
+from nbopt.techniques.augment import IMAGE_ONLY as IMAGE_AUGMENTATIONS
+from nbopt.widgets.choices import AUGMENT_LABELS
 from nbopt.widgets.panel import BUILTIN_DATA, BUILTIN_MODELS, Panel
 
 TINY = {"model": "mlp(hidden=[8])", "data": "iris", "epochs": 2, "batch_size": 32,
         "optimizer": "adam(lr=0.01)"}
 LONG = {"model": "mlp(hidden=[32])", "data": "synthetic(n=3000, shape=[20], classes=3)", "epochs": 100,
         "batch_size": 16, "optimizer": "adam(lr=0.001)"}
-IMAGE_ONLY = {"hflip", "vflip", "rotate(15)", "translate(0.1)", "crop(pad=2)", "cutout(4)", "cutmix(1.0)"}
-FOR_TABLES = {"noise(0.05)", "mixup(0.2)"}
+IMAGE_ONLY = {label for label in AUGMENT_LABELS if parse_component(label).name in IMAGE_AUGMENTATIONS}
+FOR_TABLES = set(AUGMENT_LABELS) - IMAGE_ONLY
 TRAINABLE = {  # many controls set at once, and still quick to train
     "model": "mlp(hidden=[16])", "data": "df", "target": "price", "task": "regression", "epochs": 3,
     "batch_size": 16, "seed": 7, "optimizer": "sgd(lr=0.01, momentum=0.9)",
@@ -137,13 +140,36 @@ def test_a_panel_without_variables_offers_the_builtins():
     parse_recipe(recipe)  # the untouched panel makes a valid recipe
 
 
+def test_the_controls_offer_what_the_code_accepts():
+    """Every built-in, optimizer, activation, augmentation, prune method and sampler the recipe and the sweep
+    accept is offered, and every offered augmentation makes a valid recipe."""
+    from nbopt.data.builtin import DATASETS
+    from nbopt.models.builtin import MODELS
+    from nbopt.recipe import Prune
+    from nbopt.sweeps import SAMPLERS
+    from nbopt.techniques.activations import ACTIVATIONS
+    from nbopt.techniques.augment import AUGMENTATIONS
+    from nbopt.techniques.optimizers import OPTIMIZERS
+    panel = Panel({})
+    assert BUILTIN_MODELS == list(MODELS.entries) and BUILTIN_DATA == list(DATASETS.entries)
+    assert set(panel.optimizer.options) == set(OPTIMIZERS.names())
+    assert set(panel.activation.options) == {"keep", *ACTIVATIONS.names()}
+    assert {parse_component(label).name for label in panel.augment} == set(AUGMENTATIONS.names())
+    assert set(panel.prune_method.options) == {"none", *Prune.model_fields["method"].annotation.__args__}
+    assert set(panel.sampler.options) == set(SAMPLERS) and panel.sampler.value == "tpe"
+    for label in panel.augment:
+        parse_recipe({"model": "mlp", "data": "digits", "augment": [label]})
+    for schedule in panel.scheduler.options[1:]:  # the curated examples are valid schedules
+        parse_recipe(f"model: mlp\ndata: digits\nscheduler: {schedule}\n")
+
+
 # -- controls ↔ recipe ------------------------------------------------------------------------------
 
 FULL = {
     "model": "mlp(hidden=[16])", "data": "df", "target": "price", "task": "regression", "epochs": 3,
     "batch_size": 32, "seed": 7, "optimizer": "sgd(lr=0.05, momentum=0.9, nesterov=true)",
     "scheduler": ["warmup(epochs=2)", "cosine"], "early_stopping": {"monitor": "val_loss", "patience": 3},
-    "normalize": "none", "augment": ["mixup(0.2)", "scale(0.1)", "noise(0.05)"], "batchnorm": True,
+    "normalize": "none", "augment": ["mixup(0.2)", "scale(0.1)", "noise(0.1)"], "batchnorm": True,
     "dropout": 0.2, "activation": "leaky_relu(0.1)",
     "prune": {"method": "l1_unstructured", "amount": 0.7, "schedule": "gradual", "finetune": 1},
     "distill": {"teacher": "net", "temperature": 2.0, "alpha": 0.5},
@@ -161,7 +187,7 @@ def test_recipe_to_controls_to_recipe_keeps_every_key(notebook):
     assert panel.scheduler.value == "[warmup(epochs=2), cosine]"
     assert panel.early_stopping.value and panel.patience.value == 3 and not panel.patience.disabled
     assert panel.normalize.value == "none"
-    assert panel.augment["mixup(0.2)"].value and panel.augment["noise(0.05)"].value
+    assert panel.augment["mixup(0.2)"].value and panel.augment["noise(0.1)"].value
     assert not any(box.value for name, box in panel.augment.items() if name not in FOR_TABLES)
     assert panel.batchnorm.value and panel.dropout.value == pytest.approx(0.2)
     assert panel.activation.value == "leaky_relu(0.1)"
@@ -192,7 +218,7 @@ def test_controls_to_recipe_to_controls(notebook):
     panel.patience.value = 2
     panel.normalize.value = "none"
     panel.augment["mixup(0.2)"].value = True
-    panel.augment["noise(0.05)"].value = True  # newly checked boxes are written in the panel's order
+    panel.augment["noise(0.1)"].value = True  # newly checked boxes are written in the panel's order
     panel.batchnorm.value = True
     panel.dropout.value = 0.3
     panel.activation.value = "gelu"
@@ -206,7 +232,7 @@ def test_controls_to_recipe_to_controls(notebook):
         "model": "net", "data": "xy", "task": "classification", "epochs": 4, "batch_size": 128, "seed": 3,
         "optimizer": "rmsprop(lr=0.003)", "scheduler": ["warmup(epochs=2)", "cosine"],
         "early_stopping": {"monitor": "val_loss", "patience": 2}, "normalize": "none",
-        "augment": ["noise(0.05)", "mixup(0.2)"], "batchnorm": True, "dropout": 0.3, "activation": "gelu",
+        "augment": ["noise(0.1)", "mixup(0.2)"], "batchnorm": True, "dropout": 0.3, "activation": "gelu",
         "prune": {"method": "random_unstructured", "amount": 0.4}, "distill": {"teacher": "net"}}
     parsed = parse_recipe(recipe)  # the panel writes valid recipes
     assert [c.to_text() for c in parsed.scheduler] == ["warmup(epochs=2)", "cosine"]
@@ -325,14 +351,14 @@ def test_image_augmentations_are_disabled_for_tabular_data(notebook):
     panel.data.value = "digits"
     assert not any(box.disabled for box in panel.augment.values())
     panel.augment["hflip"].value = True
-    panel.augment["noise(0.05)"].value = True
+    panel.augment["noise(0.1)"].value = True
     for tabular in ("wine", "df", "xy"):
         panel.data.value = tabular
         assert {n for n, box in panel.augment.items() if box.disabled} == IMAGE_ONLY, tabular
         assert {n for n, box in panel.augment.items() if not box.disabled} == FOR_TABLES, tabular
     assert not panel.augment["hflip"].value, "a disabled augmentation stayed checked"
-    assert panel.augment["noise(0.05)"].value
-    assert panel.to_recipe()["augment"] == ["noise(0.05)"]
+    assert panel.augment["noise(0.1)"].value
+    assert panel.to_recipe()["augment"] == ["noise(0.1)"]
     panel.data.value = "images"  # an (X, y) pair of image tensors
     assert not any(box.disabled for box in panel.augment.values())
 

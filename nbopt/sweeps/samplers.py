@@ -13,9 +13,6 @@ from collections.abc import Callable
 
 import optuna
 
-SAMPLERS = ("grid", "random", "tpe", "gp")
-PRUNERS = ("median", "hyperband", "none")
-
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     # grid trials come from the queue; the sampler is never asked

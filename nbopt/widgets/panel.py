@@ -7,6 +7,7 @@ output goes to the panel's own widgets, never into whatever cell happens to be a
 """
 from __future__ import annotations
 
+import html
 import math
 import threading
 import traceback
@@ -15,51 +16,31 @@ import ipywidgets as w
 import torch
 from torch import nn
 
+import nbopt
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener
 from nbopt.errors import RecipeError
+from nbopt.widgets.choices import (ACTIVATION_NAMES, AUGMENT_LABELS, BUILTIN_DATA, BUILTIN_MODELS, DEFAULT_LR,
+                                   DEFAULT_SAMPLER, IMAGE_AUGMENT_LABELS, IMAGE_DATA, OPTIMIZER_NAMES,
+                                   PRUNE_METHODS, SAMPLER_NAMES, SCHEDULES, as_text, from_text, recipe_default,
+                                   with_option)
 from nbopt.yamltext import dump_yaml, load_yaml
 
-BUILTIN_MODELS = ["mlp", "cnn", "resnet"]
-BUILTIN_DATA = ["digits", "wine", "breast_cancer", "iris"]
-IMAGE_BUILTINS = {"digits"}
-OPTIMIZERS = ["adam", "adamw", "sgd", "rmsprop", "adagrad"]
-SCHEDULERS = ["none", "step(step_size=10, gamma=0.5)", "exponential(gamma=0.95)", "cosine", "onecycle",
-              "plateau(patience=3)", "[warmup(epochs=2), cosine]"]
-ACTIVATIONS = ["keep", "relu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu(0.1)"]
-AUGMENTATIONS = ["hflip", "vflip", "rotate(15)", "translate(0.1)", "crop(pad=2)", "cutout(4)", "noise(0.05)",
-                 "mixup(0.2)", "cutmix(1.0)"]
-TABULAR_AUGMENTATIONS = {"noise(0.05)", "mixup(0.2)"}
-PRUNE_METHODS = ["none", "l1_unstructured", "random_unstructured", "channels"]
-DEFAULT_LR = 1e-3
 
-
-def _text(value) -> str:
-    """A recipe value as the panel shows it in a dropdown (lists in flow style, components in call form)."""
-    from nbopt.components import parse_component
-    if isinstance(value, list):
-        return "[" + ", ".join(_text(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return parse_component(value).to_text()
-    return str(value)
-
-
-def _fit_range(slider, value: float) -> None:
-    """Widen a slider so that a recipe's value outside its usual range is kept, not clamped."""
+def _set_number(slider, value: float) -> None:
+    """Set a slider, widening it so that a recipe's value outside its usual range is kept, not clamped."""
     if isinstance(slider, w.FloatLogSlider):
         exponent = math.log10(value)
         slider.min, slider.max = min(slider.min, math.floor(exponent)), max(slider.max, math.ceil(exponent))
     else:
         slider.min, slider.max = min(slider.min, value), max(slider.max, value)
+    slider.value = value
 
 
-def _value(text: str):
-    """Dropdown text back to a recipe value: `[warmup(epochs=2), cosine]` is a list again."""
-    return load_yaml(f"value: {text}")[0]["value"] if text.startswith("[") else text
-
-
-def _options(current: list, value: str) -> list:
-    return current if value in current else current + [value]
+def _choose(dropdown: w.Dropdown, value) -> None:
+    """Select a value, adding it to the options when a recipe brings one the list lacks."""
+    dropdown.options = with_option(list(dropdown.options), value)
+    dropdown.value = value
 
 
 class WidgetSink:
@@ -69,7 +50,6 @@ class WidgetSink:
         self._status, self._figure = status, figure
 
     def status(self, text: str, html_text: str | None = None) -> None:
-        import html
         self._status.value = html_text or f"<code>{html.escape(text)}</code>"
 
     def figure(self, png: bytes, label: str) -> None:
@@ -103,23 +83,26 @@ class Panel:
         self.data = w.Dropdown(description="data", options=self._data_options(), style=style)
         self.target = w.Text(description="target column", style=style, disabled=True)
         self.task = w.Dropdown(description="task", options=["auto", "classification", "regression"], style=style)
-        self.epochs = w.IntSlider(description="epochs", value=10, min=1, max=100, style=style)
-        self.batch_size = w.Dropdown(description="batch size", options=[16, 32, 64, 128, 256], value=64, style=style)
-        self.seed = w.IntText(description="seed", value=0, style=style)
-        self.optimizer = w.Dropdown(description="optimizer", options=OPTIMIZERS, value="adam", style=style)
+        self.epochs = w.IntSlider(description="epochs", value=recipe_default("epochs"), min=1, max=100, style=style)
+        self.batch_size = w.Dropdown(description="batch size", options=[16, 32, 64, 128, 256],
+                                     value=recipe_default("batch_size"), style=style)
+        self.seed = w.IntText(description="seed", value=recipe_default("seed"), style=style)
+        self.optimizer = w.Dropdown(description="optimizer", options=OPTIMIZER_NAMES,
+                                    value=recipe_default("optimizer").name, style=style)
         self.lr = w.FloatLogSlider(description="learning rate", value=DEFAULT_LR, base=10, min=-5, max=0, step=0.1,
                                    readout_format=".1e", style=style)
-        self.scheduler = w.Dropdown(description="scheduler", options=SCHEDULERS, value="none", style=style)
+        self.scheduler = w.Dropdown(description="scheduler", options=SCHEDULES, value="none", style=style)
         self.early_stopping = w.Checkbox(description="early stopping", value=False)
-        self.patience = w.IntText(description="patience", value=5, style=style)
+        self.patience = w.IntText(description="patience", value=recipe_default("early_stopping", "patience"),
+                                  style=style)
         self.normalize = w.Dropdown(description="normalize", options=["auto", "none"], style=style)
-        self.augment = {name: w.Checkbox(description=name, value=False, indent=False) for name in AUGMENTATIONS}
+        self.augment = {name: w.Checkbox(description=name, value=False, indent=False) for name in AUGMENT_LABELS}
         self.batchnorm = w.Checkbox(description="BatchNorm", value=False)
         self.dropout = w.FloatSlider(description="dropout", value=0.0, min=0.0, max=0.8, step=0.05, style=style)
-        self.activation = w.Dropdown(description="activation", options=ACTIVATIONS, value="keep", style=style)
+        self.activation = w.Dropdown(description="activation", options=ACTIVATION_NAMES, value="keep", style=style)
         self.prune_method = w.Dropdown(description="prune", options=PRUNE_METHODS, value="none", style=style)
-        self.prune_amount = w.FloatSlider(description="prune amount", value=0.5, min=0.05, max=0.95, step=0.05,
-                                          style=style)
+        self.prune_amount = w.FloatSlider(description="prune amount", value=recipe_default("prune", "amount"),
+                                          min=0.05, max=0.95, step=0.05, style=style)
         self.teacher = w.Dropdown(description="distil from", options=self._teacher_options(), value="none",
                                   style=style)
         self.buttons = {name: w.Button(description=name) for name in ("Train", "Compare with last", "Sweep",
@@ -128,7 +111,7 @@ class Panel:
         self.search = w.Textarea(value="optimizer.lr: loguniform(1e-4, 1e-1)\nbatch_size: [32, 64, 128]",
                                  description="search", layout=w.Layout(width="95%", height="70px"))
         self.trials = w.IntText(description="trials", value=8)
-        self.sampler = w.Dropdown(description="sampler", options=["tpe", "random", "grid", "gp"], value="tpe")
+        self.sampler = w.Dropdown(description="sampler", options=SAMPLER_NAMES, value=DEFAULT_SAMPLER)
         self.run_sweep = w.Button(description="Run sweep")
         self.sweep_box = w.VBox([self.search, w.HBox([self.trials, self.sampler, self.run_sweep])],
                                 layout=w.Layout(display="none"))
@@ -170,7 +153,7 @@ class Panel:
         """True/False when the panel can tell cheaply, None when it cannot (then nothing is disabled)."""
         name = self.data.value
         if name in BUILTIN_DATA:
-            return name in IMAGE_BUILTINS
+            return name in IMAGE_DATA
         value = self.namespace.get(name)
         if type(value).__name__ == "DataFrame":
             return False
@@ -199,7 +182,7 @@ class Panel:
         from nbopt.components import Component
         recipe["optimizer"] = Component(self.optimizer.value, (), kwargs).to_text()
         if self.scheduler.value != "none":
-            recipe["scheduler"] = _value(self.scheduler.value)
+            recipe["scheduler"] = from_text(self.scheduler.value)
         if self.early_stopping.value:
             recipe["early_stopping"] = {"monitor": "val_loss", "patience": self.patience.value}
         if self.normalize.value != "auto":
@@ -236,61 +219,49 @@ class Panel:
             recipe = load_yaml(recipe)[0]
         parse_recipe(recipe)  # the same validation as everywhere: a broken recipe is not loaded
         raw = dict(recipe)
-        self.model.options = _options(list(self.model.options), _text(raw.pop("model")))
-        self.model.value = _text(recipe["model"])
-        self.data.options = _options(list(self.data.options), _text(raw.pop("data")))
-        self.data.value = _text(recipe["data"])
+        _choose(self.model, as_text(raw.pop("model")))
+        _choose(self.data, as_text(raw.pop("data")))
         self.target.value = raw.pop("target", "") or ""
         self.task.value = raw.pop("task", "auto") or "auto"
-        _fit_range(self.epochs, raw.get("epochs", 10))
-        self.epochs.value = raw.pop("epochs", 10)
-        self.batch_size.options = _options(list(self.batch_size.options), raw.get("batch_size", 64))
-        self.batch_size.value = raw.pop("batch_size", 64)
-        self.seed.value = raw.pop("seed", 0)
-        optimizer = parse_component(raw.pop("optimizer", "adam"))
-        self.optimizer.options = _options(list(self.optimizer.options), optimizer.name)
-        self.optimizer.value = optimizer.name
-        kwargs = dict(optimizer.kwargs)
-        lr = float(kwargs.pop("lr", optimizer.args[0] if optimizer.args else DEFAULT_LR))
-        _fit_range(self.lr, lr)
-        self.lr.value = lr
-        self._optimizer_kwargs = kwargs
-        scheduler = _text(raw.pop("scheduler", "none") or "none")
-        self.scheduler.options = _options(list(self.scheduler.options), scheduler)
-        self.scheduler.value = scheduler
+        _set_number(self.epochs, raw.pop("epochs", recipe_default("epochs")))
+        _choose(self.batch_size, raw.pop("batch_size", recipe_default("batch_size")))
+        self.seed.value = raw.pop("seed", recipe_default("seed"))
+        optimizer = parse_component(raw.pop("optimizer", recipe_default("optimizer")))
+        _choose(self.optimizer, optimizer.name)
+        self._optimizer_kwargs = dict(optimizer.kwargs)
+        _set_number(self.lr, float(self._optimizer_kwargs.pop("lr", optimizer.args[0] if optimizer.args
+                                                              else DEFAULT_LR)))
+        _choose(self.scheduler, as_text(raw.pop("scheduler", "none") or "none"))
         es = raw.pop("early_stopping", None)
         self.early_stopping.value = bool(es)
         if isinstance(es, dict):
-            self.patience.value = es.get("patience", 5)
+            self.patience.value = es.get("patience", recipe_default("early_stopping", "patience"))
             if set(es) - {"monitor", "patience"} or es.get("monitor", "val_loss") != "val_loss":
                 raw["early_stopping"] = es  # settings the panel has no control for stay as written
-        self.normalize.value = raw.pop("normalize", "auto") if isinstance(recipe.get("normalize", "auto"), str) \
-            else "auto"
-        augment = [_text(a) for a in (raw.pop("augment", None) or [])]
-        self._augment_order = augment
+        normalize = raw.get("normalize", "auto")
+        self.normalize.value = raw.pop("normalize", "auto") if isinstance(normalize, str) else "auto"
+        self._augment_order = [as_text(a) for a in (raw.pop("augment", None) or [])]
         for name, box in self.augment.items():
-            box.value = name in augment
+            box.value = name in self._augment_order
         self.batchnorm.value = bool(raw.pop("batchnorm", False))
-        dropout = float(raw.pop("dropout", 0.0) or 0.0)
-        _fit_range(self.dropout, dropout)
-        self.dropout.value = dropout
-        activation = _text(raw.pop("activation", "keep") or "keep")
-        self.activation.options = _options(list(self.activation.options), activation)
-        self.activation.value = activation
-        prune = raw.pop("prune", None)
-        self.prune_method.value = prune.get("method", "l1_unstructured") if prune else "none"
-        if prune:
-            _fit_range(self.prune_amount, prune.get("amount", 0.5))
-            self.prune_amount.value = prune.get("amount", 0.5)
-            raw["prune"] = {k: v for k, v in prune.items() if k not in ("method", "amount")}
+        _set_number(self.dropout, float(raw.pop("dropout", 0.0) or 0.0))
+        _choose(self.activation, as_text(raw.pop("activation", "keep") or "keep"))
+        self._prune_from(raw)
         distill = raw.pop("distill", None)
         teacher = distill.get("teacher") if isinstance(distill, dict) else distill
-        self.teacher.options = _options(list(self.teacher.options), _text(teacher) if teacher else "none")
-        self.teacher.value = _text(teacher) if teacher else "none"
+        _choose(self.teacher, as_text(teacher) if teacher else "none")
         if isinstance(distill, dict):
             raw["distill"] = {k: v for k, v in distill.items() if k != "teacher"}
         self._extra = raw
         self._update_enabled()
+
+    def _prune_from(self, raw: dict) -> None:
+        """The prune controls from a recipe's `prune:`; its other settings stay in `raw`, as written."""
+        prune = raw.pop("prune", None)
+        self.prune_method.value = prune.get("method", recipe_default("prune", "method")) if prune else "none"
+        if prune:
+            _set_number(self.prune_amount, prune.get("amount", recipe_default("prune", "amount")))
+            raw["prune"] = {k: v for k, v in prune.items() if k not in ("method", "amount")}
 
     def cell(self) -> str:
         return "%%nbopt train\n" + dump_yaml(self.to_recipe())
@@ -311,7 +282,7 @@ class Panel:
     def _update_enabled(self) -> None:
         image = self._is_image_data()
         for name, box in self.augment.items():
-            box.disabled = image is False and name not in TABULAR_AUGMENTATIONS
+            box.disabled = image is False and name in IMAGE_AUGMENT_LABELS
             if box.disabled:
                 box.value = False
         value = self.namespace.get(self.data.value)
@@ -351,36 +322,30 @@ class Panel:
             self.buttons["Stop"].disabled = True
 
     def _show_error(self, exc: RecipeError) -> None:
-        import html
         self.error.value = f"<span style='color:#b00'>RecipeError: {html.escape(str(exc))}</span>"
 
     def _train(self, recipe: dict) -> None:
-        import nbopt
-        from nbopt.training import train
-        run = train(recipe, self.namespace, stop=self.guard, sink=self.sink)
-        self.result = nbopt.last = run
-        self.namespace["run"] = run
+        run = nbopt.train(recipe, self.namespace, stop=self.guard, sink=self.sink)
+        self.result = self.namespace["run"] = run
         self.last_recipe = recipe
         self.buttons["Compare with last"].disabled = False
-        self.teacher.options = _options(list(self.teacher.options), run.name)
+        self.teacher.options = with_option(list(self.teacher.options), run.name)
 
     def _compare(self, recipe: dict) -> None:
-        from nbopt.comparison import compare
         from nbopt.display.plots import figure_png
         variants = {"last": self.last_recipe, "current": recipe}
-        result = compare({"variants": variants}, self.namespace, live=False, stop=self.guard,
-                         listeners=[_Progress(self.sink, "comparing")])
+        result = nbopt.compare({"variants": variants}, self.namespace, live=False, stop=self.guard,
+                               listeners=[_Progress(self.sink, "comparing")])
         self.result = self.namespace["comparison"] = result
         self.sink.figure(figure_png(result.plot()), "comparison")
         self.sink.status(repr(result), result._repr_html_())
 
     def _sweep(self, recipe: dict) -> None:
         from nbopt.display.plots import figure_png
-        from nbopt.sweeps import sweep
         search, _ = load_yaml(self.search.value)
         self.sink.status(f"sweeping: {self.trials.value} trials with {self.sampler.value}…")
-        result = sweep({**recipe, "search": search}, self.namespace, trials=self.trials.value,
-                       sampler=self.sampler.value, live=False, stop=self.guard)
+        result = nbopt.sweep({**recipe, "search": search}, self.namespace, trials=self.trials.value,
+                             sampler=self.sampler.value, live=False, stop=self.guard)
         self.result = self.namespace["sweep"] = result
         if result.best_trial is not None:
             self.sink.figure(figure_png(result.plot()), "sweep")
