@@ -50,7 +50,8 @@ def _plain(value):
 class Run:
     def __init__(self, *, name: str, folder: Path, recipe, model: nn.Module, history: pd.DataFrame, metrics: dict,
                  status: str, metric_key: str, model_label: str, data_label: str, normalization: dict | None,
-                 note: str = ""):
+                 note: str = "", classes: list | None = None, inputs=None, validation=None,
+                 task: str = "classification"):
         self.name = name
         self.folder = folder
         self.recipe = recipe
@@ -63,6 +64,10 @@ class Run:
         self.data_label = data_label
         self.normalization = normalization
         self.note = note
+        self.classes = classes  # class names in the order of the model's outputs (None: the indices are the names)
+        self.inputs = inputs  # how raw inputs become the model's tensors (arrays, data frames, image files)
+        self.task = task
+        self._validation = validation  # the validation split's raw (x, y) batches, for interpret()
 
     @property
     def checkpoint(self) -> Path:
@@ -84,19 +89,39 @@ class Run:
         return draw_history({self.name: self.history}, self.metric_key, f"run '{self.name}'")
 
     @torch.no_grad()
-    def predict(self, x) -> torch.Tensor:
-        """Model outputs for raw inputs: the run's normalisation is applied first, as in training."""
-        x = torch.as_tensor(x, dtype=torch.float32)
-        if self.normalization is not None:
-            mean = torch.tensor(self.normalization["mean"])
-            std = torch.tensor(self.normalization["std"])
-            shape = [1, -1, 1, 1] if x.ndim == 4 else [1, *x.shape[1:]]
-            if mean.numel() > 1:
-                mean, std = mean.reshape(shape), std.reshape(shape)
-            x = (x - mean) / std
+    def predict(self, x, labels: bool = False):
+        """Model outputs for raw inputs, encoded and normalised as in training.
+
+        With `labels=True` a classification run returns the predicted class of each input instead:
+        its name when the data named its classes, else its index.
+        """
+        x = self.inputs.encode(x) if self.inputs is not None else torch.as_tensor(x, dtype=torch.float32)
         self.model.eval()
         device = next(self.model.parameters(), torch.empty(0)).device
-        return self.model(x.to(device))
+        outputs = self.model(self._normalize(x).to(device))
+        if not labels:
+            return outputs
+        index = outputs.argmax(dim=1).tolist()
+        return [self.classes[i] for i in index] if self.classes is not None else index
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The run's normalisation, as training applied it to every batch."""
+        if self.normalization is None:
+            return x
+        mean, std = torch.tensor(self.normalization["mean"]), torch.tensor(self.normalization["std"])
+        if mean.numel() > 1:
+            shape = [1, -1, 1, 1] if x.ndim == 4 else [1, *x.shape[1:]]
+            mean, std = mean.reshape(shape), std.reshape(shape)
+        return (x - mean) / std
+
+    def interpret(self):
+        """What the model gets wrong on the validation split: an ``Interpretation`` with the confusion
+        matrix, per-class precision/recall/F1, the top losses and a plot (residuals for regression)."""
+        from nbopt.interpretation import interpret
+        if self._validation is None or self.model is None:
+            raise ValueError(f"run '{self.name}' has no model or validation data here; "
+                             f"load it with nbopt.load('{self.name}') first")
+        return interpret(self.model, self._validation, self.task, self.classes, self._normalize)
 
     def _repr_html_(self) -> str:
         from nbopt.display.summary import summary_html
@@ -130,4 +155,6 @@ def load_run(name: str, namespace: dict | None = None) -> Run:
     return Run(name=folder.name, folder=folder.path, recipe=plan.recipe, model=model, history=history,
                metrics=metrics, status=status.get("status", ""), metric_key=plan.metric_key,
                model_label=plan.model.label, data_label=plan.data.description,
-               normalization=plan.data.normalization.to_dict() if plan.data.normalization else None)
+               normalization=plan.data.normalization.to_dict() if plan.data.normalization else None,
+               classes=plan.data.classes, inputs=plan.data.inputs, validation=plan.data.val,
+               task=plan.data.task)

@@ -30,6 +30,7 @@ from nbopt.display.live import LiveOutput
 from nbopt.display.plots import draw_lr_find
 from nbopt.environment import in_notebook
 from nbopt.fitting import FORKED_STRATEGIES, Fitter
+from nbopt.interpretation import interpret
 from nbopt.module import RecipeModule, build_lightning_module, evaluate
 from nbopt.parallel import is_distributed_child, lightning_strategy
 from nbopt.plan import Plan, check
@@ -198,6 +199,13 @@ class _Session:
         self.folder.write_history(self.recorder.rows)
         self.folder.write_status(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
+    @property
+    def returned_model(self):
+        """What run.model is: the int8 model of a quantized run, a user's own LightningModule, else the net."""
+        if self.quantized is not None:
+            return self.quantized
+        return self.module if self.plan.model.is_lightning else self.target
+
     def _status(self) -> str:
         if self.guard.requested:
             return "interrupted"
@@ -217,12 +225,12 @@ class _Session:
         folder.write_status(status=status, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
                             best=results.get(plan.metric_key), metric=plan.metric_key, epochs_run=len(rows))
         atomic_write_text(folder.path / "metrics.json", json.dumps(results, indent=2, default=float))
-        model = self.quantized if self.quantized is not None else \
-            (self.target if not plan.model.is_lightning else self.module)
-        run = Run(name=folder.name, folder=folder.path, recipe=self.recipe, model=model,
+        run = Run(name=folder.name, folder=folder.path, recipe=self.recipe, model=self.returned_model,
                   history=pd.DataFrame(rows), metrics=results, status=status, metric_key=plan.metric_key,
                   model_label=plan.model.label, data_label=plan.data.description,
-                  normalization=plan.data.normalization.to_dict() if plan.data.normalization else None, note=note)
+                  normalization=plan.data.normalization.to_dict() if plan.data.normalization else None, note=note,
+                  classes=plan.data.classes, inputs=plan.data.inputs, validation=plan.data.val,
+                  task=plan.data.task)
         remember(run)
         if self.live_output:
             self.live_output.finish(run)
@@ -250,7 +258,20 @@ class _Session:
             results["sparsity"] = measured_sparsity(self.target)
         if self.report_before is not None:
             results["compression"] = {"before": self.report_before, "after": self._report_after(results)}
+        per_class = self._per_class_f1()
+        if per_class is not None:
+            results["per_class_f1"] = per_class
         return results
+
+    def _per_class_f1(self) -> dict | None:
+        """F1 of every class on the validation split, for the summary (up to 20 classes fit a line)."""
+        data = self.plan.data
+        if data.task != "classification" or (data.num_classes or 0) > 20:
+            return None
+        with unsharded():
+            table = interpret(self.returned_model, data.val, data.task, data.classes,
+                              data.normalization.apply if data.normalization else lambda x: x).per_class
+        return {str(name): float(f1) for name, f1 in table["f1"].items()}
 
     def _report_after(self, results: dict) -> dict:
         final = self.quantized if self.quantized is not None else self.target

@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from nbopt.data.builtin import DATASETS, ArrayData
+from nbopt.data.encoding import TensorInputs
 from nbopt.data.loaders import TensorBatches
 from nbopt.errors import RecipeError
 from nbopt.namespace import Reference
@@ -55,8 +56,9 @@ class DataBundle:
     description: str
     in_memory: bool
     normalization: Normalization | None = None  # applied to every batch, after augmentation
-    classes: list | None = None
+    classes: list | None = None  # class names in the order of the model's outputs, when the data has names
     notes: list[str] = field(default_factory=list)
+    inputs: object = field(default_factory=TensorInputs)  # raw inputs → tensors, for run.predict too
 
     @property
     def steps_per_epoch(self) -> int:

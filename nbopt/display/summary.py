@@ -25,6 +25,8 @@ def summary_rows(run) -> list[tuple[str, str]]:
     for key in ("val_loss", run.metric_key, run.metric_key.replace("val_", "test_"), "test_loss"):
         if key in m:
             rows.append((key, _fmt(m[key])))
+    if "per_class_f1" in m:
+        rows.append(("per-class F1", " · ".join(f"{name} {f1:.2f}" for name, f1 in m["per_class_f1"].items())))
     time_text = f"{m.get('seconds', 0):.1f} s"
     if "startup_seconds" in m:
         time_text += f" (+ {m['startup_seconds']:.1f} s starting the processes)"
