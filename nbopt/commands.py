@@ -130,6 +130,9 @@ COMMANDS: tuple[Command, ...] = (
             "weights (`%nbopt help variants`); leaves a Comparison", (
                 Option("--repeats", "train every variant with this many seeds; the table gives mean ± std", "N",
                        int, 1),
+                Option("--metric", "the score that ranks the variants, in the direction the metric table gives: "
+                       "val_loss, the task's metric or one of the recipe's `metrics:` as val_NAME (default: the "
+                       "task's)", "NAME"),
                 _out("Comparison", "comparison"),
             ), magic="cell"),
     Command("sweep", "search the recipe's `search:` space with Optuna (`%nbopt help search`); an interrupted "
@@ -139,8 +142,8 @@ COMMANDS: tuple[Command, ...] = (
                        "N", int),
                 Option("--sampler", "how trials are drawn", default="tpe", choices=SAMPLERS),
                 Option("--pruner", "how unpromising trials are stopped early", default="median", choices=PRUNERS),
-                Option("--metric", "the score to optimise: val_loss or the task's metric (default: the task's)",
-                       "NAME"),
+                Option("--metric", "the score to optimise: val_loss, the task's metric or one of the recipe's "
+                       "`metrics:` as val_NAME (default: the task's)", "NAME"),
                 Option("--direction", "whether higher or lower is better (default: from the metric table)",
                        choices=("maximize", "minimize")),
                 Option("--storage", "an Optuna storage URL, or $VARIABLE holding one (default: a journal file "

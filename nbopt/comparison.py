@@ -20,6 +20,7 @@ from nbopt.display.plots import draw_curves, register_figure_formatter
 from nbopt.errors import RecipeError
 from nbopt.plan import Plan, check
 from nbopt.run import Run
+from nbopt.techniques.scores import not_reported_hint
 from nbopt.yamltext import load_yaml
 
 _MERGED_KEYS = ("early_stopping", "normalize", "prune", "distill")  # mappings whose settings a variant adjusts one by one
@@ -96,11 +97,23 @@ def _plans(recipes: dict, namespace) -> tuple[dict[str, Plan], dict[str, str]]:
     return plans, teachers
 
 
-def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int = 1, live: bool = True,
-            stop: InterruptGuard | None = None, listeners: list[Listener] = ()) -> "Comparison":
+def _ranking_metric(plans: dict[str, Plan], metric: str) -> str:
+    """The column that ranks the variants, once every variant is known to report it."""
+    for name, plan in plans.items():
+        if metric not in plan.reported:
+            where = f"variant '{name}': " if len(plans) > 1 else ""
+            raise RecipeError(f"{where}--metric can be {', '.join(plan.reported)}, got {metric}"
+                              + not_reported_hint(metric, plan.reported))
+    return metric
+
+
+def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int = 1, metric: str | None = None,
+            live: bool = True, stop: InterruptGuard | None = None, listeners: list[Listener] = ()) -> "Comparison":
     """Train every variant (× `repeats` seeds) and return a Comparison. All recipes are checked first.
 
-    `listeners` hear every run's steps and epochs (the panel shows progress with one).
+    `metric` ranks the variants (default: the task's metric), in the direction the metric table gives;
+    every variant must report it. `listeners` hear every run's steps and epochs (the panel shows
+    progress with one).
     """
     from nbopt.training import execute
     if repeats < 1:
@@ -111,7 +124,7 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
     if len(metric_keys) > 1:
         raise RecipeError(f"the variants report different metrics ({', '.join(sorted(metric_keys))}); "
                           "compare variants of the same task")
-    metric_key = metric_keys.pop()
+    metric_key = _ranking_metric(plans, metric or metric_keys.pop())
     guard = stop or InterruptGuard()
     board = CompareBoard(metric_key, len(plans) * repeats, in_notebook()) if live else None
     all_runs: dict[str, list[Run]] = {name: [] for name in plans}

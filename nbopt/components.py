@@ -89,4 +89,4 @@ def _literal(node: ast.AST, text: str) -> Any:
         return ast.literal_eval(node)
     except ValueError:
         raise ComponentSyntaxError(f"cannot read the argument {ast.unparse(node)!r} in {text!r}; use numbers, "
-                                   "strings, true/false and [lists]") from None
+                                   "quoted text ('data/train.csv'), true/false and [lists]") from None

@@ -87,16 +87,27 @@ def variants_page() -> Page:
 
 
 def metrics_page() -> Page:
+    """The `metrics:` key and the metric table in one page: what a recipe can add, and which way is better."""
+    from nbopt.helptext import describe_field
     from nbopt.metrics import METRICS, SPLITS, TASK_METRIC
+    from nbopt.recipe import Recipe
+    from nbopt.techniques.scores import AVERAGES, SCORES
     rows = [(m.name, f"{m.title}; {'higher' if m.higher_is_better else 'lower'} is better") for m in METRICS.values()]
+    extras = [(entry.signature_text(), f"{METRICS[name].task}: {entry.summary}"
+               + (f"; average: {', '.join(AVERAGES[name])}" if name in AVERAGES else ""))
+              for name, entry in SCORES.entries.items()]
     tasks = ", ".join(f"{metric} for {task}" for task, metric in TASK_METRIC.items())
-    return Page("metrics: the scores runs record, and which way is better", [
-        Section(rows=rows),
+    return Page(f"metrics: {describe_field('metrics', Recipe.model_fields['metrics'])}", [
+        Section(text="the metric table: every score a run can record, and which way is better", rows=rows),
+        Section(text="`metrics:` accepts (macro averages unless told otherwise):", rows=extras, indent=4),
         Section(text=f"A history column is a split ({', '.join(SPLITS)}), an underscore and a metric: val_acc, "
-                     f"test_mae, train_loss. Every run reports loss and its task's metric ({tasks}). "
-                     "early_stopping's monitor, a plateau scheduler's monitor and a sweep's --metric name such a "
-                     "column; a score your own LightningModule logs counts as higher-is-better when its name says "
-                     "so (acc, f1, auc, r2, …)."),
+                     f"test_mae, train_loss. Every run reports loss and its task's metric ({tasks}); each of "
+                     "`metrics:` adds val_NAME per epoch and val_NAME (test_NAME with a test split) to the final "
+                     "scores. An average other than the default is part of the name (f1(average=weighted) is "
+                     "val_f1_weighted), and top_k(k=5) is val_top5_acc. early_stopping's monitor, a plateau "
+                     "scheduler's monitor, compare's and a sweep's --metric name such a column and take its "
+                     "direction from this table; a score your own LightningModule logs counts as "
+                     "higher-is-better when its name says so (acc, f1, auc, r2, …)."),
     ])
 
 

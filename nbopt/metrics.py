@@ -8,7 +8,8 @@ one ``mode_dict``). A history column is a split prefix plus a metric name: ``val
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 SPLITS = ("train", "val", "test", "float_val", "float_test")
 
@@ -19,13 +20,32 @@ class Metric:
     higher_is_better: bool
     title: str  # how plots and tables name it
     percent: bool = False  # a share in [0, 1], shown as a percentage where a sentence quotes it
+    task: str | None = None  # the task whose predictions it scores; None: any task
 
 
+_C, _R = "classification", "regression"
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("loss", False, "loss"),
-    Metric("acc", True, "accuracy", percent=True),
-    Metric("mae", False, "mean absolute error"),
+    Metric("acc", True, "accuracy", percent=True, task=_C),
+    Metric("mae", False, "mean absolute error", task=_R),
+    # the extra metrics a recipe's `metrics:` adds (nbopt/techniques/scores.py builds them)
+    Metric("f1", True, "F1 score", percent=True, task=_C),
+    Metric("precision", True, "precision", percent=True, task=_C),
+    Metric("recall", True, "recall", percent=True, task=_C),
+    Metric("balanced_accuracy", True, "balanced accuracy", percent=True, task=_C),
+    Metric("top_k", True, "top-k accuracy", percent=True, task=_C),
+    Metric("auroc", True, "area under the ROC curve", percent=True, task=_C),
+    Metric("average_precision", True, "average precision", percent=True, task=_C),
+    Metric("mcc", True, "Matthews correlation coefficient", task=_C),
+    Metric("kappa", True, "Cohen's kappa", task=_C),
+    Metric("r2", True, "coefficient of determination", task=_R),
+    Metric("mse", False, "mean squared error", task=_R),
+    Metric("rmse", False, "root mean squared error", task=_R),
+    Metric("mape", False, "mean absolute percentage error", task=_R),
+    Metric("explained_variance", True, "explained variance", task=_R),
 )}
+
+AVERAGES = ("macro", "micro", "weighted")  # how per-class scores become one number
 
 TASK_METRIC = {"classification": "acc", "regression": "mae"}
 
@@ -47,11 +67,34 @@ def split_of(column: str) -> tuple[str, str]:
     return "", column
 
 
+def score_name(metric: str, average: str | None = None, k: int | None = None) -> str:
+    """A metric's name in the history: ``f1``; ``f1_weighted`` for an average other than its default;
+    ``top5_acc`` for top_k(k=5). :func:`parse_score` reads it back."""
+    if k is not None:
+        return f"top{k}_acc"
+    return f"{metric}_{average}" if average else metric
+
+
+def parse_score(name: str) -> tuple[str, str | None, int | None]:
+    """(metric, average, k) of a history name: ``f1_weighted`` → ("f1", "weighted", None)."""
+    top = re.fullmatch(r"top(\d+)_acc", name)
+    if top:
+        return "top_k", None, int(top[1])
+    base, _, average = name.rpartition("_")
+    if average in AVERAGES and base in METRICS:
+        return base, average, None
+    return name, None, None
+
+
 def lookup(column: str) -> Metric:
     """The table's entry for a column, or one read from its name for a metric the table lacks."""
     name = split_of(column)[1]
-    if name in METRICS:
-        return METRICS[name]
+    metric, average, k = parse_score(name)
+    if metric in METRICS:
+        entry = METRICS[metric]
+        if k is not None:
+            return replace(entry, name=name, title=f"top-{k} accuracy")
+        return replace(entry, name=name, title=f"{entry.title} ({average} average)") if average else entry
     return Metric(name, any(word in name.lower() for word in _HIGHER_WORDS), name.replace("_", " "))
 
 

@@ -10,7 +10,6 @@ import types
 
 import pytorch_lightning as pl
 import torch
-import torchmetrics
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 
@@ -21,14 +20,7 @@ from nbopt.techniques.distill import distillation_loss, frozen
 from nbopt.techniques.losses import build_loss
 from nbopt.techniques.optimizers import OPTIMIZERS, build_optimizer
 from nbopt.techniques.schedulers import build_schedule
-
-
-def make_metric(task: str, num_classes: int | None, sync: bool = True) -> torchmetrics.Metric:
-    """The run's metric; `sync=False` scores this process's batches alone (final scoring outside DDP)."""
-    if task == "classification":
-        return torchmetrics.classification.MulticlassAccuracy(num_classes=max(num_classes or 2, 2), average="micro",
-                                                              sync_on_compute=sync)
-    return torchmetrics.MeanAbsoluteError(sync_on_compute=sync)
+from nbopt.techniques.scores import Scores
 
 
 def configure_from_recipe(module: pl.LightningModule, recipe, epochs: int, lr: float | None = None,
@@ -53,10 +45,11 @@ def configure_from_recipe(module: pl.LightningModule, recipe, epochs: int, lr: f
 
 
 class RecipeModule(pl.LightningModule):
-    """Trains `net` with the recipe's loss, optimizer and schedule; reports val loss and metric."""
+    """Trains `net` with the recipe's loss, optimizer and schedule; reports val loss, the task's metric and
+    the recipe's `metrics:`."""
 
     def __init__(self, net: nn.Module, loss_fn: nn.Module, recipe, task: str, num_classes: int | None,
-                 normalization=None, augmenter: nn.Module | None = None):
+                 normalization=None, augmenter: nn.Module | None = None, num_outputs: int | None = None):
         super().__init__()
         self.net = net
         self.augmenter = augmenter  # training batches only
@@ -68,7 +61,8 @@ class RecipeModule(pl.LightningModule):
         self.recipe = recipe
         self.task = task
         self.metric_key = f"val_{task_metric(task)}"
-        self.val_metric = make_metric(task, num_classes)
+        self.val_scores = Scores(recipe.metrics, task, num_classes, num_outputs)
+        self.metric_keys = [f"val_{name}" for name in self.val_scores.names]  # the task's metric first
         self.normalization = normalization  # applied to every batch on the device, after augmentation
         self.channels_last = False  # image batches in NHWC layout, for a conv net that trains faster that way
         self._train_loss_sum: torch.Tensor | None = None
@@ -124,20 +118,14 @@ class RecipeModule(pl.LightningModule):
         loss = self.loss_fn(outputs, y).detach() * len(y)
         self._val_loss_sum = loss if self._val_loss_sum is None else self._val_loss_sum + loss
         self._val_samples += len(y)
-        self._update_metric(outputs, y)
-
-    def _update_metric(self, outputs, y):
-        if self.task == "classification":
-            self.val_metric.update(outputs.argmax(dim=1), y if y.ndim == 1 else y.argmax(dim=1))
-        else:
-            self.val_metric.update(outputs.reshape(y.shape), y)
+        self.val_scores.update(outputs, y)
 
     def on_validation_epoch_end(self):
         if not self._val_samples:
             return
         self.log("val_loss", self._val_loss_sum / self._val_samples, sync_dist=True)
-        self.log(self.metric_key, self.val_metric.compute(), sync_dist=True)
-        self.val_metric.reset()
+        self.log_dict({f"val_{name}": value for name, value in self.val_scores.scalars().items()}, sync_dist=True)
+        self.val_scores.reset()
         self._val_loss_sum, self._val_samples = None, 0
 
     def pop_train_loss(self) -> float | None:
@@ -154,25 +142,22 @@ class RecipeModule(pl.LightningModule):
 
 @torch.no_grad()
 def evaluate(module: RecipeModule, loader, net: nn.Module | None = None) -> dict[str, float]:
-    """Loss and metric on a loader, outside any Trainer: of the module's own net, or of `net`
-    (a quantized copy, say) fed the same normalised inputs."""
+    """Loss, the task's metric and the recipe's `metrics:` on a loader, outside any Trainer: of the
+    module's own net, or of `net` (a quantized copy, say) fed the same normalised inputs."""
     net = net if net is not None else module.net
     device = next(iter(net.parameters()), torch.empty(0)).device if net is not module.net else module.device
     was_training = net.training
     net.eval()
-    metric = make_metric(module.task, getattr(module.val_metric, "num_classes", None), sync=False).to(device)
+    scores = module.val_scores.unsynced().to(device)
     total, count = 0.0, 0
     for batch in loader:
         x, y = batch[0].to(device), batch[1].to(device)
         outputs = net(module._inputs(x))
         total += float(module.loss_fn(outputs, y)) * len(y)
         count += len(y)
-        if module.task == "classification":
-            metric.update(outputs.argmax(dim=1), y)
-        else:
-            metric.update(outputs.reshape(y.shape), y)
+        scores.update(outputs, y)
     net.train(was_training)
-    return {"loss": total / max(count, 1), task_metric(module.task): float(metric.compute())}
+    return {"loss": total / max(count, 1), **{name: float(value) for name, value in scores.scalars().items()}}
 
 
 def build_lightning_module(plan) -> tuple[pl.LightningModule, nn.Module]:
@@ -181,9 +166,9 @@ def build_lightning_module(plan) -> tuple[pl.LightningModule, nn.Module]:
     recipe, data = plan.recipe, plan.data
     augmenter = build_augmenter(recipe.augment, data.input_shape, data.task, data.num_classes)
     if not plan.model.is_lightning:
-        loss_fn = build_loss(plan.loss, data.task, data.num_classes)
+        loss_fn = build_loss(plan.loss, data.task, data.num_classes, class_weights=plan.class_weights)
         module = RecipeModule(plan.model.net, loss_fn, recipe, data.task, data.num_classes, data.normalization,
-                              augmenter)
+                              augmenter, data.num_outputs)
         if plan.teacher is not None:
             module.set_teacher(plan.teacher, recipe.distill.temperature, recipe.distill.alpha)
         return module, plan.model.net

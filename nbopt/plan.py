@@ -26,7 +26,10 @@ from nbopt.parallel import preflight
 from nbopt.recipe import Recipe, parse_recipe
 from nbopt.stages import describe
 from nbopt.techniques.augment import MIXING, check_augment
+from nbopt.techniques.balance import class_weights, describe_balance, describe_counts
 from nbopt.techniques.losses import build_loss, default_loss
+from nbopt.techniques.schedulers import monitors
+from nbopt.techniques.scores import check_task, not_reported_hint, score_keys
 from nbopt.techniques.surgery import apply_surgery
 
 
@@ -45,6 +48,11 @@ class Plan:
         return f"val_{task_metric(self.data.task)}"
 
     @property
+    def reported(self) -> list[str]:
+        """The validation columns of this run's history: val_loss, the task's metric, then `metrics:`."""
+        return ["val_loss", self.metric_key, *(f"val_{key}" for key in score_keys(self.recipe.metrics))]
+
+    @property
     def parameters(self) -> int:
         return sum(p.numel() for p in self.model.net.parameters())
 
@@ -57,6 +65,11 @@ class Plan:
         per_process = -(-self.data.sizes["train"] // devices)
         return -(-per_process // self.recipe.batch_size)
 
+    @property
+    def class_weights(self) -> torch.Tensor | None:
+        """The loss's per-class weights under `balance: weights` (None: every sample counts the same)."""
+        return class_weights(self.data.class_counts) if self.recipe.balance == "weights" else None
+
     def sample_input(self) -> torch.Tensor:
         """One validation input, normalised as the model sees it, for MACs and latency."""
         x = torch.as_tensor(next(iter(self.data.val))[0][:1]).float()
@@ -67,6 +80,8 @@ class Plan:
     def techniques(self) -> list[str]:
         r = self.recipe
         items = [f"loss {self.loss}", f"optimizer {r.optimizer}"]
+        if r.balance:
+            items.append(describe_balance(r.balance, self.data.class_counts, self.data.classes))
         if r.scheduler:
             items.append("scheduler " + " → ".join(str(s) for s in r.scheduler))
         items += self.surgery
@@ -113,9 +128,11 @@ class Plan:
         return [
             ("model", f"{self.model.label} · {self.parameters:,} parameters"),
             ("data", d.description),
-            ("task", f"{d.task}, {classes}, metric {self.metric_key}"),
+            ("task", f"{d.task}, {classes}, metric {self.metric_key}"
+                     + (f" (also {', '.join(self.reported[2:])})" if self.recipe.metrics else "")),
             ("sample shape", str(list(d.input_shape))),
             ("splits", sizes + f" (seed {self.recipe.seed})"),
+            *([("train classes", describe_counts(d.class_counts, d.classes))] if d.class_counts else []),
             ("training", f"{self.recipe.epochs} epochs × {self.steps_per_process} steps, batch size "
                          f"{self.recipe.batch_size if d.in_memory else 'from your DataLoader'}"),
             ("techniques", "; ".join(self.techniques())),
@@ -168,7 +185,9 @@ def check(recipe: str | dict | Recipe, namespace: dict | None = None, *, interac
         raise RecipeError("quantize works on plain nn.Module models; quantize your LightningModule's network "
                           "yourself after training", key="quantize", line=recipe.line("quantize"))
     plan = Plan(recipe, data, model, loss, surgery, teacher, interactive)
+    _check_metrics(plan)
     _check_monitor(plan)
+    _check_balance(plan)
     if model.is_lightning:
         _check_own_steps(plan)
     else:
@@ -238,14 +257,47 @@ def _rebuild_teacher(name: str, namespace: dict, line: int | None) -> nn.Module:
     return run.model
 
 
+def _check_metrics(plan: Plan) -> None:
+    """`metrics:` are computed by nbopt's own module, on predictions of the data's task."""
+    recipe = plan.recipe
+    if recipe.metrics and plan.model.is_lightning:
+        raise RecipeError("`metrics:` are computed by nbopt's own module; your LightningModule logs its own "
+                          "(self.log('val_f1', ...)), and those can be monitored", key="metrics",
+                          line=recipe.line("metrics"))
+    check_task(recipe.metrics, plan.data.task, plan.data.num_classes, recipe.line("metrics"))
+
+
 def _check_monitor(plan: Plan) -> None:
-    """Early stopping can only watch what the run reports (a user's LightningModule may log more)."""
-    allowed = {"val_loss", plan.metric_key}
-    es = plan.recipe.early_stopping
-    if es and not plan.model.is_lightning and es.monitor not in allowed:
-        raise RecipeError(f"cannot monitor '{es.monitor}'; this run reports {', '.join(sorted(allowed))}",
-                          key="early_stopping.monitor",
-                          line=plan.recipe.line("early_stopping.monitor") or plan.recipe.line("early_stopping"))
+    """Early stopping and a plateau schedule can only watch what the run reports (a user's LightningModule
+    may log more)."""
+    recipe = plan.recipe
+    if plan.model.is_lightning:
+        return
+    watched = [(monitor, "scheduler", recipe.line("scheduler")) for monitor in monitors(recipe.scheduler)]
+    if recipe.early_stopping:
+        watched.append((recipe.early_stopping.monitor, "early_stopping.monitor",
+                        recipe.line("early_stopping.monitor") or recipe.line("early_stopping")))
+    for monitor, key, line in watched:
+        if monitor not in plan.reported:
+            raise RecipeError(f"cannot monitor '{monitor}'; this run reports {', '.join(plan.reported)}"
+                              + not_reported_hint(monitor, plan.reported), key=key, line=line)
+
+
+def _check_balance(plan: Plan) -> None:
+    """Balancing needs classes, their training counts, and (for weights) a loss that nbopt computes."""
+    recipe, data, line = plan.recipe, plan.data, plan.recipe.line("balance")
+    if recipe.balance is None:
+        return
+    if data.task != "classification":
+        raise RecipeError("balance evens out classes but the task is regression; remove `balance:`",
+                          key="balance", line=line)
+    if data.class_counts is None:
+        raise RecipeError("balance counts the classes of in-memory data, but your DataLoaders bring their own "
+                          "batches; give your training DataLoader a WeightedRandomSampler, or pass (X, y) arrays "
+                          "or a DataFrame", key="balance", line=line)
+    if recipe.balance == "weights" and plan.model.is_lightning:
+        raise RecipeError("your LightningModule computes its own loss, which nbopt cannot weigh; use "
+                          "balance: oversample, or give your loss class weights", key="balance", line=line)
 
 
 def _check_forward(plan: Plan) -> None:

@@ -16,6 +16,7 @@ from nbopt.techniques.augment import AUGMENTATIONS
 from nbopt.techniques.losses import LOSSES
 from nbopt.techniques.optimizers import OPTIMIZERS
 from nbopt.techniques.schedulers import check_schedule
+from nbopt.techniques.scores import check_metrics
 from nbopt.yamltext import load_yaml
 
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true",
@@ -88,12 +89,13 @@ class Recipe(BaseModel):
                        "changed), a class or zero-argument function returning one, an import path "
                        "`pkg.module:name`, or a built-in", examples=["mlp(hidden=[128, 64])", "net"])
     data: Any = Field(description="what to train on: a LightningDataModule, (train, val) Datasets or "
-                      "DataLoaders, (X, y) arrays or tensors, a DataFrame (with `target:`), or a built-in",
-                      examples=["digits"])
+                      "DataLoaders, (X, y) arrays or tensors, a DataFrame or a csv/parquet file (with `target:`), "
+                      "a folder of images (one folder per class, or train/ val/ test/ folders of them), or a "
+                      "built-in", examples=["digits", "csv(path='train.csv')", "images(path='pets', size=[64, 64])"])
     name: str | None = Field(None, description="the run's name and its folder under nbopt-runs/ (default: the "
                              "date and time)", examples=["baseline"])
-    target: str | None = Field(None, description="the column to predict when `data` is a DataFrame",
-                               examples=["price"])
+    target: str | None = Field(None, description="the column to predict when `data` is a table (a DataFrame, "
+                               "csv or parquet)", examples=["price"])
     task: Literal["classification", "regression"] | None = Field(
         None, description="what the model predicts; detected from the targets when left out",
         examples=["regression"])
@@ -110,11 +112,19 @@ class Recipe(BaseModel):
     loss: Component | None = Field(None, description="the training loss (default: cross_entropy for "
                                    "classification, mse for regression)",
                                    examples=["cross_entropy(label_smoothing=0.1)", "huber"])
+    balance: Literal["weights", "oversample"] | None = Field(
+        None, description="imbalanced classes: weights weighs the loss by inverse class frequency of the "
+        "training split; oversample draws training samples so every class comes equally often",
+        examples=["weights", "oversample"])
     optimizer: Component = Field(Component("adam"), description="any torch.optim optimizer by its lower-case "
                                  "name, with its arguments",
                                  examples=["sgd(lr=0.1, momentum=0.9, nesterov=true)", "adamw(lr=3e-3)"])
     scheduler: list[Component] = Field(default_factory=list, description="an LR schedule, or a list of them "
                                        "run in sequence", examples=["cosine", "[warmup(epochs=2), cosine]"])
+    metrics: list[Component] = Field(default_factory=list, description="extra validation metrics, computed every "
+                                     "epoch (and on test at the end) and kept as val_NAME; any of them can be "
+                                     "monitored, ranked and swept (`%nbopt help metrics`)",
+                                     examples=["[f1, auroc, top_k(k=5)]", "[f1(average=weighted), mcc]", "[r2, mape]"])
     early_stopping: EarlyStopping | None = Field(
         None, description="stop when `monitor` stops improving; the best weights are restored (`true`: the "
         "default settings)", examples=["{monitor: val_loss, patience: 5}", "true"])
@@ -190,14 +200,16 @@ def parse_recipe(source: str | dict | Recipe, lines: dict[str, int] | None = Non
             values[key] = _component(values[key], key, lines)
     values["scheduler"] = _component_list(values.get("scheduler"), "scheduler", lines)
     values["augment"] = _component_list(values.get("augment"), "augment", lines)
+    values["metrics"] = _component_list(values.get("metrics"), "metrics", lines)
     if values.get("early_stopping") is True:
         values["early_stopping"] = {}
     elif values.get("early_stopping") is False:
         values["early_stopping"] = None
     if isinstance(values.get("distill"), str):
         values["distill"] = {"teacher": values["distill"]}
-    if values.get("quantize") in (False, "none"):
-        values["quantize"] = None
+    for key in ("quantize", "balance"):
+        if values.get(key) in (False, "none"):
+            values[key] = None
     if values.get("precision") is not None:
         values["precision"] = str(values["precision"])
     try:
@@ -270,6 +282,7 @@ def _check_components(recipe: Recipe) -> None:
         ACTIVATIONS.resolve(recipe.activation, "activation", recipe.line("activation"))
     for component in recipe.augment:
         AUGMENTATIONS.resolve(component, "augment", recipe.line("augment"))
+    check_metrics(recipe.metrics, recipe.line("metrics"))
     if recipe.scheduler:
         check_schedule(recipe.scheduler, recipe.epochs, recipe.line("scheduler"))
     if recipe.precision not in PRECISIONS:

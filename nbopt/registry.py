@@ -92,6 +92,11 @@ class Registry:
                 guess = closest(arg, entry.params)
                 hint = f" — did you mean '{guess}'?" if guess else f"; it accepts {entry.signature_text()}"
                 raise RecipeError(f"{entry.name} has no argument '{arg}'{hint}", key=key, line=line)
+        missing = [arg for arg, default in entry.params.items() if default is inspect.Parameter.empty
+                   and arg not in kwargs]
+        if missing:
+            raise RecipeError(f"{entry.name} needs {', '.join(missing)}: write {entry.signature_text()}",
+                              key=key, line=line)
         return entry, kwargs
 
     def help_rows(self) -> list[tuple[str, str]]:

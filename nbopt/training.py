@@ -18,7 +18,6 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from nbopt import metrics
 from nbopt._perf import threads_for, tune_allocator, use_channels_last
 from nbopt._quiet import quiet_lightning
 from nbopt.callbacks.best_weights import loadable_state
@@ -266,8 +265,8 @@ class _Session:
     def _per_class_f1(self) -> dict | None:
         """F1 of every class on the validation split, for the summary (up to 20 classes fit a line)."""
         data = self.plan.data
-        if data.task != "classification" or (data.num_classes or 0) > 20:
-            return None
+        if data.task != "classification" or (data.num_classes or 0) > 20 or self.plan.model.is_lightning:
+            return None  # a user's own LightningModule may not return class scores from forward()
         with unsharded():
             table = interpret(self.returned_model, data.val, data.task, data.classes,
                               data.normalization.apply if data.normalization else lambda x: x).per_class
@@ -298,14 +297,13 @@ def _run_lr_find(plan: Plan, module, folder: RunFolder, live: bool) -> float:
 
 def final_scores(plan: Plan, module, trainer: pl.Trainer | None, net=None) -> dict:
     """Scores of the returned (best) weights — what `run.model` really does, not the last epoch."""
-    key = metrics.task_metric(plan.data.task)
     splits = {"val": plan.data.val, **({"test": plan.data.test} if plan.data.test is not None else {})}
     scores = {}
     for split, loader in splits.items():
         if isinstance(module, RecipeModule):
             with unsharded():
                 result = evaluate(module, loader, net)
-            scores[f"{split}_loss"], scores[f"{split}_{key}"] = result["loss"], result[key]
+            scores.update({f"{split}_{name}": value for name, value in result.items()})
         else:
             logged = trainer.validate(module, dataloaders=loader, verbose=False)[0]
             for name, value in logged.items():

@@ -127,7 +127,9 @@ def test_the_list_of_topics_names_each_once():
     assert len(listed) == len(set(listed)) and set(listed) == set(topics())
     assert {"search", "variants", "metrics", "sweep", "prune"} <= set(listed)
     commands = {command.name for command in COMMANDS}
-    assert not (set(KNOWN_KEYS) & set(PAGES) or set(KNOWN_KEYS) & commands or set(PAGES) & commands), \
+    keyed_pages = set(KNOWN_KEYS) & set(PAGES)  # a page that is also its key's (metrics: the key and the table)
+    assert all(help_text(key).startswith(f"{key}: {Recipe.model_fields[key].description}") for key in keyed_pages)
+    assert not (set(KNOWN_KEYS) & commands or set(PAGES) & commands), \
         "a name is both a recipe key and another help topic"
 
 

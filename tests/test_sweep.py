@@ -194,7 +194,7 @@ def test_a_misspelt_model_argument_in_the_space_is_caught_before_training(tmp_pa
 @pytest.mark.parametrize("option, value, message", [
     ("sampler", "bayes", "--sampler can be grid, random, tpe, gp, got bayes"),
     ("pruner", "asha", "--pruner can be median, hyperband, none, got asha"),
-    ("metric", "val_f1", "--metric can be val_loss or val_acc, got val_f1"),
+    ("metric", "val_f1", "--metric can be val_loss, val_acc, got val_f1 — add f1 to `metrics:` to compute it"),
     ("direction", "up", "--direction can be maximize or minimize, got up"),
     ("jobs", 0, "--jobs must be at least 1, got 0"),
 ])

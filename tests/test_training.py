@@ -155,7 +155,8 @@ def test_early_stopping_on_accuracy_maximises(train):
 
 def test_early_stopping_on_an_unreported_value(check):
     with pytest.raises(RecipeError, match="^" + re.escape(
-            "early_stopping.monitor (line 4): cannot monitor 'val_f1'; this run reports val_acc, val_loss") + "$"):
+            "early_stopping.monitor (line 4): cannot monitor 'val_f1'; this run reports val_loss, val_acc — add f1 to "
+            "`metrics:` to compute it") + "$"):
         check(FAST + "early_stopping:\n  monitor: val_f1\n")
 
 

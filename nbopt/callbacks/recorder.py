@@ -1,4 +1,4 @@
-"""One history row per epoch — losses, metric, the LR actually used, time — for display and disk."""
+"""One history row per epoch — losses, metrics, the LR actually used, time — for display and disk."""
 from __future__ import annotations
 
 import math
@@ -52,12 +52,14 @@ class Recorder(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-        train_loss = pl_module.pop_train_loss() if isinstance(pl_module, RecipeModule) else None
+        ours = isinstance(pl_module, RecipeModule)
+        train_loss = pl_module.pop_train_loss() if ours else None
+        scores = pl_module.metric_keys if ours else [self.metric_key]  # the task's metric, then `metrics:`
         row = {
             "epoch": self.epoch_offset + trainer.current_epoch + 1,
             "train_loss": train_loss if train_loss is not None else metrics.pop("train_loss", math.nan),
             "val_loss": metrics.pop("val_loss", math.nan),
-            self.metric_key: metrics.pop(self.metric_key, math.nan),
+            **{key: metrics.pop(key, math.nan) for key in scores},
             "lr": self._lr_sum / self._lr_count if self._lr_count else math.nan,
             "seconds": time.perf_counter() - self._epoch_started,
         }

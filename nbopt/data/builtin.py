@@ -108,3 +108,7 @@ def fashion_mnist(root: str | None = None):
 @DATASETS.register("cifar10", "colour 32×32 objects, 50,000 + 10,000 test (torchvision, downloads)")
 def cifar10(root: str | None = None):
     return _torchvision("cifar10", "CIFAR10", root)
+
+
+from nbopt.data import files  # noqa: E402,F401  (registers csv and parquet, which build on this registry)
+from nbopt.data import images  # noqa: E402,F401  (registers images, which builds on this registry)

@@ -18,10 +18,14 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from nbopt.data.builtin import DATASETS, ArrayData
 from nbopt.data.encoding import TensorInputs
+from nbopt.data.files import TableData, frame_arrays
+from nbopt.data.image_files import ImageInputs
+from nbopt.data.images import ImageFolder
 from nbopt.data.loaders import TensorBatches
 from nbopt.errors import RecipeError
 from nbopt.namespace import Reference
 from nbopt.recipe import Recipe
+from nbopt.techniques.balance import balanced_draws
 
 
 @dataclass
@@ -59,6 +63,7 @@ class DataBundle:
     classes: list | None = None  # class names in the order of the model's outputs, when the data has names
     notes: list[str] = field(default_factory=list)
     inputs: object = field(default_factory=TensorInputs)  # raw inputs → tensors, for run.predict too
+    class_counts: list[int] | None = None  # training samples per class (in-memory classification), for balance
 
     @property
     def steps_per_epoch(self) -> int:
@@ -73,6 +78,10 @@ def resolve_data(ref: Reference, recipe: Recipe) -> DataBundle:
             array = entry.build(**kwargs)
         except RecipeError as exc:  # a builder's own error (no torchvision, failed download): add the line
             raise RecipeError(exc.message, key="data", line=line) from None
+        if isinstance(array, TableData):
+            return _from_dataframe(array.frame, recipe, array.label, array.kind)
+        if isinstance(array, ImageFolder):
+            return _from_images(array, recipe)
         return _from_arrays(array.x, array.y, recipe, array.description, array.test)
     obj = ref.obj
     if ref.call_args is not None and callable(obj):
@@ -185,13 +194,15 @@ def _from_arrays(x, y, recipe: Recipe, description: str, test=None) -> DataBundl
     num_classes = int(y.max()) + 1 if task == "classification" else None
     if task == "classification" and classes is not None:
         num_classes = len(classes)
-    batches = {name: _batches(name, sx.contiguous(), sy.contiguous(), recipe) for name, (sx, sy) in splits.items()}
+    batches = {name: _batches(name, sx.contiguous(), sy.contiguous(), recipe, task)
+               for name, (sx, sy) in splits.items()}
     return DataBundle(
         train=batches["train"], val=batches["val"], test=batches.get("test"),
         input_shape=tuple(x.shape[1:]), task=task,
         num_outputs=num_classes if task == "classification" else (1 if y.ndim == 1 else y.shape[1]),
         num_classes=num_classes, sizes={name: len(sx) for name, (sx, _) in splits.items()},
-        description=description, in_memory=True, normalization=normalization, classes=classes)
+        description=description, in_memory=True, normalization=normalization, classes=classes,
+        class_counts=_class_counts(tr_y, task, num_classes))
 
 
 def _statistics(x: torch.Tensor, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,20 +224,46 @@ def _statistics(x: torch.Tensor, recipe: Recipe) -> tuple[torch.Tensor, torch.Te
     return mean.reshape(shape), std.reshape(shape)
 
 
-def _from_dataframe(frame, recipe: Recipe, label: str) -> DataBundle:
-    line = recipe.line("target")
-    if recipe.target is None:
-        raise RecipeError(f"'{label}' is a DataFrame; say which column to predict with `target: COLUMN`",
-                          key="target")
-    if recipe.target not in frame.columns:
-        from nbopt.errors import unknown_name_message
-        raise RecipeError(unknown_name_message("column", recipe.target, [str(c) for c in frame.columns]),
-                          key="target", line=line)
-    import pandas as pd
-    features = pd.get_dummies(frame.drop(columns=[recipe.target]), dtype=np.float32)
-    y = frame[recipe.target].to_numpy()
-    description = f"{label}: DataFrame, {len(frame):,} rows, {features.shape[1]} feature columns → '{recipe.target}'"
-    return _from_arrays(features.to_numpy(np.float32), y, recipe, description)
+def _from_dataframe(frame, recipe: Recipe, label: str, kind: str = "DataFrame") -> DataBundle:
+    x, y, description, inputs = frame_arrays(frame, recipe, label, kind)
+    bundle = _from_arrays(x, y, recipe, description)
+    bundle.inputs = inputs
+    return bundle
+
+
+def _from_images(folder: ImageFolder, recipe: Recipe) -> DataBundle:
+    """An image folder: its own train/val/test folders, the splits it lacks carved from its training
+    files as for arrays. Cached pixels batch like arrays; streamed files come in the very same order,
+    so both count as batched here (`in_memory`: the recipe's batch size and DDP sharding apply)."""
+    if recipe.task not in (None, "classification"):
+        raise RecipeError("an image folder's classes are its sub-folders: use task: classification or leave task out",
+                          key="task", line=recipe.line("task"))
+    splits = _image_splits(folder, recipe)
+    normalization = None
+    if recipe.normalize == "auto":
+        normalization = Normalization(*folder.statistics(splits["train"]))
+    elif recipe.normalize != "none":  # given values, checked against the channels as for arrays
+        normalization = Normalization(*_statistics(torch.zeros(1, *folder.shape), recipe))
+    kind, count = folder.batch_kind(), len(folder.classes)
+    batches = {name: _batches(name, folder.inputs(index), folder.labels[index], recipe, "classification", kind)
+               for name, index in splits.items()}
+    return DataBundle(batches["train"], batches["val"], batches.get("test"), folder.shape, "classification", count,
+                      count, {name: len(index) for name, index in splits.items()}, folder.description, True,
+                      normalization, folder.classes, folder.notes, ImageInputs(folder.size, folder.channels),
+                      _class_counts(folder.labels[splits["train"]], "classification", count))
+
+
+def _image_splits(folder: ImageFolder, recipe: Recipe) -> dict[str, torch.Tensor]:
+    """File indices of train, val (and test): the folder's own, else carved from its training files with
+    the seeded stratified split of arrays (test first, then val from the rest)."""
+    given = {name: torch.as_tensor(index) for name, index in folder.splits.items()}
+    train = given.pop("train")
+    if "test" not in given and recipe.test_split > 0:
+        (train, _), (given["test"], _) = _split(train, folder.labels[train], recipe.test_split, recipe.seed, True)
+    if "val" not in given:
+        fraction = recipe.val_split / (1 - recipe.test_split) if recipe.test_split > 0 else recipe.val_split
+        (train, _), (given["val"], _) = _split(train, folder.labels[train], fraction, recipe.seed, True)
+    return {"train": train, "val": given["val"], **({"test": given["test"]} if "test" in given else {})}
 
 
 def _from_splits(parts: list, recipe: Recipe, label: str) -> DataBundle:
@@ -250,10 +287,11 @@ def _from_tensor_splits(tensors: list, recipe: Recipe, description: str) -> Data
     normalization = None if recipe.normalize == "none" else Normalization(*_statistics(splits["train"][0], recipe))
     y_all = torch.cat([splits["train"][1], splits["val"][1]])
     num_classes = int(y_all.max()) + 1 if task == "classification" else None
-    batches = {name: _batches(name, sx, sy, recipe) for name, (sx, sy) in splits.items()}
+    batches = {name: _batches(name, sx, sy, recipe, task) for name, (sx, sy) in splits.items()}
     return DataBundle(batches["train"], batches["val"], batches.get("test"), tuple(x.shape[1:]), task,
                       num_classes or (1 if y.ndim == 1 else y.shape[1]), num_classes,
-                      {name: len(sx) for name, (sx, _) in splits.items()}, description, True, normalization)
+                      {name: len(sx) for name, (sx, _) in splits.items()}, description, True, normalization,
+                      class_counts=_class_counts(splits["train"][1], task, num_classes))
 
 
 def _from_datamodule(dm: pl.LightningDataModule, recipe: Recipe, label: str) -> DataBundle:
@@ -326,7 +364,12 @@ def _size(loader) -> int:
 EVAL_BATCH_FACTOR = 4
 
 
-def _batches(split: str, x: torch.Tensor, y: torch.Tensor, recipe) -> TensorBatches:
+def _class_counts(y: torch.Tensor, task: str, num_classes: int | None) -> list[int] | None:
+    """Samples per class of a split: what `balance:` weighs or draws by, and what the plan shows."""
+    return torch.bincount(y, minlength=num_classes).tolist() if task == "classification" else None
+
+
+def _batches(split: str, x: torch.Tensor, y: torch.Tensor, recipe, task: str, kind=TensorBatches) -> TensorBatches:
     """Shuffled training batches of the recipe's size; larger, ordered ones for validation and test.
 
     Evaluation keeps no activations for a backward pass, so four times the training batch fits in
@@ -334,5 +377,6 @@ def _batches(split: str, x: torch.Tensor, y: torch.Tensor, recipe) -> TensorBatc
     losses are averaged per sample and BatchNorm uses its running statistics.
     """
     if split == "train":
-        return TensorBatches(x, y, recipe.batch_size, True, recipe.seed)
-    return TensorBatches(x, y, recipe.batch_size * EVAL_BATCH_FACTOR, False, recipe.seed)
+        oversample = recipe.balance == "oversample" and task == "classification"  # regression: refused by check
+        return kind(x, y, recipe.batch_size, True, recipe.seed, balanced_draws(y) if oversample else None)
+    return kind(x, y, recipe.batch_size * EVAL_BATCH_FACTOR, False, recipe.seed)

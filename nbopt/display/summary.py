@@ -4,6 +4,8 @@ from __future__ import annotations
 import html
 import math
 
+from nbopt.metrics import split_of
+
 
 def _fmt(value) -> str:
     if isinstance(value, float):
@@ -15,6 +17,14 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _extra_scores(metrics: dict, split: str, metric_key: str) -> list[str]:
+    """The other final scores of one split (the recipe's `metrics:`, in the order it lists them), beside
+    the split's loss and the task's metric that every summary shows."""
+    shown = (f"{split}_loss", metric_key.replace("val_", f"{split}_"))
+    return [key for key, value in metrics.items()
+            if split_of(key)[0] == split and key not in shown and isinstance(value, float)]
+
+
 def summary_rows(run) -> list[tuple[str, str]]:
     m = run.metrics
     rows = [("status", run.status), ("model", f"{run.model_label} · {m.get('parameters', 0):,} parameters"),
@@ -22,7 +32,9 @@ def summary_rows(run) -> list[tuple[str, str]]:
             ("best epoch", _fmt(m.get("best_epoch")))]
     if "sparsity" in m:
         rows.append(("sparsity", f"{m['sparsity']:.1%} of Linear/Conv weights are zero"))
-    for key in ("val_loss", run.metric_key, run.metric_key.replace("val_", "test_"), "test_loss"):
+    test_key = run.metric_key.replace("val_", "test_")
+    for key in ("val_loss", run.metric_key, *_extra_scores(m, "val", run.metric_key), test_key,
+                *_extra_scores(m, "test", run.metric_key), "test_loss"):
         if key in m:
             rows.append((key, _fmt(m[key])))
     if "per_class_f1" in m:

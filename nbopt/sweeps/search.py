@@ -25,6 +25,7 @@ from nbopt.sweeps.study import (FINISHED, default_study_name, enqueue_grid, mask
                                recover_dead_trials, resolve_storage_url)
 from nbopt.sweeps.validate import check_space
 from nbopt.sweeps.worker import run_trials
+from nbopt.techniques.scores import not_reported_hint
 from nbopt.yamltext import load_yaml
 
 
@@ -48,8 +49,9 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
         raise RecipeError(f"--jobs must be at least 1, got {jobs}")
     plan = check_space(raw, params, lines, namespace)  # every value of the space trains; model and data resolve
     metric = metric or plan.metric_key
-    if metric not in ("val_loss", plan.metric_key):
-        raise RecipeError(f"--metric can be val_loss or {plan.metric_key}, got {metric}")
+    if metric not in plan.reported:
+        raise RecipeError(f"--metric can be {', '.join(plan.reported)}, got {metric}"
+                          + not_reported_hint(metric, plan.reported))
     if direction not in (None, "maximize", "minimize"):
         raise RecipeError(f"--direction can be maximize or minimize, got {direction}")
     direction = metrics.direction(metric, direction)

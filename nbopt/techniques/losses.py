@@ -3,8 +3,13 @@
 For classification, mse/huber/l1 compare softmax probabilities with one-hot targets and bce treats
 each class as a yes/no output; nll takes log-softmax of the logits. For regression, the targets are
 compared with the outputs directly.
+
+Every loss is computed per sample and averaged here, so that `balance: weights` can weigh each
+sample by its class (a mixed target by the mix of its classes) whatever the loss.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -16,13 +21,22 @@ CLASSIFICATION_ONLY = {"cross_entropy", "nll", "bce"}
 
 
 class TaskLoss(torch.nn.Module):
-    """A loss function applied to (outputs, targets) as the task requires."""
+    """A loss function applied to (outputs, targets) as the task requires, optionally class-weighted."""
 
-    def __init__(self, name: str, fn, task: str, num_classes: int | None):
+    def __init__(self, name: str, fn, task: str, num_classes: int | None, class_weights: torch.Tensor | None = None):
         super().__init__()
         self.name, self.fn, self.task, self.num_classes = name, fn, task, num_classes
+        self.register_buffer("class_weights", class_weights, persistent=False)  # moves to the device with the model
 
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        losses = self._per_element(outputs, targets)
+        losses = losses.reshape(len(losses), -1).mean(dim=1)
+        if self.class_weights is None:
+            return losses.mean()
+        weights = targets @ self.class_weights if targets.dtype.is_floating_point else self.class_weights[targets]
+        return (weights * losses).sum() / weights.sum()  # as cross_entropy(weight=...) averages
+
+    def _per_element(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.task == "regression":
             return self.fn(outputs.reshape(targets.shape), targets)
         if self.name == "cross_entropy":  # takes class indices or (mixed) class probabilities
@@ -37,42 +51,44 @@ class TaskLoss(torch.nn.Module):
 
 @LOSSES.register("cross_entropy", "softmax cross-entropy (classification); label_smoothing softens the targets")
 def cross_entropy(label_smoothing: float = 0.0):
-    return lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
+    return lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=label_smoothing,
+                                                    reduction="none")
 
 
 @LOSSES.register("nll", "negative log-likelihood of log-softmax outputs (classification)")
 def nll():
-    return lambda log_probs, soft_targets: -(soft_targets * log_probs).sum(dim=1).mean()
+    return lambda log_probs, soft_targets: -(soft_targets * log_probs).sum(dim=1)
 
 
 @LOSSES.register("bce", "binary cross-entropy per class on logits (classification, one-vs-rest)")
 def bce():
-    return F.binary_cross_entropy_with_logits
+    return functools.partial(F.binary_cross_entropy_with_logits, reduction="none")
 
 
 @LOSSES.register("mse", "mean squared error (regression; for classification on softmax vs one-hot)")
 def mse():
-    return F.mse_loss
+    return functools.partial(F.mse_loss, reduction="none")
 
 
 @LOSSES.register("huber", "Huber loss: squared near zero, linear beyond delta; robust to outliers")
 def huber(delta: float = 1.0):
-    return lambda outputs, targets: F.huber_loss(outputs, targets, delta=delta)
+    return functools.partial(F.huber_loss, delta=delta, reduction="none")
 
 
 @LOSSES.register("l1", "mean absolute error")
 def l1():
-    return F.l1_loss
+    return functools.partial(F.l1_loss, reduction="none")
 
 
-def build_loss(component, task: str, num_classes: int | None, key="loss", line=None) -> TaskLoss:
+def build_loss(component, task: str, num_classes: int | None, key="loss", line=None,
+               class_weights: torch.Tensor | None = None) -> TaskLoss:
     from nbopt.errors import RecipeError
 
     entry, kwargs = LOSSES.resolve(component, key, line)
     if task == "regression" and entry.name in CLASSIFICATION_ONLY:
         raise RecipeError(f"{entry.name} is a classification loss but the task is regression; "
                           "use mse, huber or l1", key=key, line=line)
-    return TaskLoss(entry.name, entry.build(**kwargs), task, num_classes)
+    return TaskLoss(entry.name, entry.build(**kwargs), task, num_classes, class_weights)
 
 
 def default_loss(task: str) -> str:

@@ -98,6 +98,16 @@ def check_schedule(components: list[Component], epochs: int, line: int | None = 
                           "shorten the warmup or raise epochs", key="scheduler", line=line)
 
 
+def monitors(components: list[Component]) -> list[str]:
+    """The history columns a schedule watches (plateau's `monitor`), for the plan to check they are reported."""
+    watched = []
+    for component in components:
+        entry, kwargs = SCHEDULERS.resolve(component)
+        if "monitor" in entry.params:
+            watched.append(str(kwargs.get("monitor", entry.params["monitor"])))
+    return watched
+
+
 def build_schedule(components: list[Component], optimizer, epochs: int, total_steps: int) -> Schedule:
     """One Schedule for the whole run; a sequence becomes torch's SequentialLR."""
     if len(components) == 1:

@@ -21,7 +21,8 @@ from nbopt.techniques.optimizers import OPTIMIZERS, learning_rate
 from nbopt.yamltext import load_yaml
 
 BUILTIN_MODELS = list(MODELS.entries)  # in the registry's order: the first is the panel's default
-BUILTIN_DATA = list(DATASETS.entries)
+# Data sets read from files (images, csv, parquet) need a path, which a dropdown cannot give: write them in a recipe.
+BUILTIN_DATA = [name for name, entry in DATASETS.entries.items() if "path" not in entry.params]
 # Which built-in data sets hold images: the registry builds a data set only by loading (or downloading) it.
 IMAGE_DATA = {"digits", "mnist", "fashion_mnist", "cifar10"}
 OPTIMIZER_NAMES = OPTIMIZERS.names()

@@ -152,7 +152,7 @@ class Panel:
     def _is_image_data(self) -> bool | None:
         """True/False when the panel can tell cheaply, None when it cannot (then nothing is disabled)."""
         name = self.data.value
-        if name in BUILTIN_DATA:
+        if name in BUILTIN_DATA and name not in self.namespace:  # a notebook variable hides a built-in
             return name in IMAGE_DATA
         value = self.namespace.get(name)
         if type(value).__name__ == "DataFrame":
