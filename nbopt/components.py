@@ -9,9 +9,12 @@ Users may write one in three equivalent forms, and all of them become the same `
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+# Unquoted words with slashes, dots and hyphens (a folder or file name) are text, as YAML would read them.
+_BARE_PATH = re.compile(r"[A-Za-z_~][\w.~/\\-]*")
 _WORD_CONSTANTS = {"true": True, "false": False, "yes": True, "no": False, "null": None, "none": None}
 
 
@@ -88,5 +91,8 @@ def _literal(node: ast.AST, text: str) -> Any:
     try:
         return ast.literal_eval(node)
     except ValueError:
+        written = ast.get_source_segment(text, node) or ""
+        if _BARE_PATH.fullmatch(written):  # `path=data/pets` or `digit-images`: a path, read as Python arithmetic
+            return written
         raise ComponentSyntaxError(f"cannot read the argument {ast.unparse(node)!r} in {text!r}; use numbers, "
                                    "quoted text ('data/train.csv'), true/false and [lists]") from None
