@@ -111,6 +111,15 @@ def test_component_round_trips_through_its_text():
     assert recipe(f"optimizer: {component.to_text()}\n").optimizer == component
 
 
+def test_unquoted_folder_and_file_names_in_call_form_are_text():
+    from nbopt.components import ComponentSyntaxError, parse_component
+    assert parse_component("images(path=digit-images, size=[32, 32])").kwargs == {"path": "digit-images",
+                                                                                 "size": [32, 32]}
+    assert parse_component("csv(path=data/train.csv)").kwargs == {"path": "data/train.csv"}
+    with pytest.raises(ComponentSyntaxError, match=r"cannot read the argument '0.001 - 0.0001'"):
+        parse_component("adam(lr=1e-3-1e-4)")  # arithmetic is not a name, and not silently text
+
+
 def test_raw_keeps_what_the_user_wrote():
     r = recipe("optimizer: adam(lr=1e-3)\nepochs: 3\n")
     assert r.raw == {"model": "mlp", "data": "digits", "optimizer": "adam(lr=1e-3)", "epochs": 3}
