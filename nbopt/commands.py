@@ -123,6 +123,9 @@ COMMANDS: tuple[Command, ...] = (
         _out("Run", "run"),
         Option("--dry-run", "validate the recipe and show the plan, without training", doors=(NOTEBOOK,),
                keyword=False),
+        Option("--resume", "go on with a stopped, interrupted or died run from its last checkpoint, in its own "
+               "folder and history; the recipe must be the run's, but `epochs` may be raised to train further",
+               "NAME"),
     ), magic="cell", shell="run"),
     Command("check", "validate a recipe and show the plan, without training (in a notebook: train --dry-run)",
             (_RECIPE,), shell="check"),

@@ -19,9 +19,17 @@ class RecipeError(UsageError, ValueError):
         self.line = line
         self.message = message  # without the "key (line N): " prefix
         where = ""
-        if key is not None:
-            where = f"{key}" + (f" (line {line})" if line is not None else "") + ": "
+        if key is not None:  # a key is the user's text: a newline or a pasted blob in it must not break the line
+            label = str(key) if str(key).isprintable() and len(str(key)) <= 80 else shown(key, 80)
+            where = label + (f" (line {line})" if line is not None else "") + ": "
         super().__init__(where + message)
+
+
+def shown(value, limit: int = 60) -> str:
+    """User text quoted for a one-line message: repr escapes newlines and control characters, and text
+    longer than `limit` is cut, so neither a stray newline nor a pasted blob breaks the one line."""
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:
@@ -58,8 +66,8 @@ def unknown_name_message(kind: str, name: str, choices: Iterable[str]) -> str:
     choices = sorted(choices)
     guess = closest(name, choices)
     if guess is not None:
-        return f"unknown {kind} '{name}' — did you mean '{guess}'?"
-    return f"unknown {kind} '{name}' — choose from: {', '.join(choices)}"
+        return f"unknown {kind} {shown(name)} — did you mean '{guess}'?"
+    return f"unknown {kind} {shown(name)} — choose from: {', '.join(choices)}"
 
 
 def show_recipe_errors_as_one_line(shell) -> None:

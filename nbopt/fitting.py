@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import threading
+from pathlib import Path
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -19,6 +20,7 @@ from torch.multiprocessing import ProcessRaisedException
 
 from nbopt import metrics
 from nbopt.callbacks.best_weights import BestWeights
+from nbopt.callbacks.checkpoint import LastCheckpoint
 from nbopt.stages import Fit
 from nbopt.store import RunFolder
 
@@ -53,12 +55,15 @@ class Fitter:
     def forked(self) -> bool:
         return self.strategy in FORKED_STRATEGIES
 
-    def fit(self, stage: Fit, callbacks=()) -> None:
-        """One Trainer fit; the best weights of this stage (when tracked) are restored at its end."""
-        recipe = self.plan.recipe
+    def fit(self, stage: Fit, callbacks=(), run_state: dict | None = None, checkpoint: Path | None = None) -> None:
+        """One Trainer fit, from `checkpoint` when resuming; the best weights of this stage (when tracked)
+        are restored at its end. `run_state` is what the run's last.ckpt keeps beside Lightning's state."""
+        recipe, train = self.plan.recipe, self.plan.data.train
         self.best = BestWeights(self.target, self.monitor, self.mode, self.folder.weights) if stage.track_best else None
         early = recipe.early_stopping if stage.early_stopping else None
-        stage_callbacks = [self.recorder, self.guard, *([self.best] if self.best else []), *callbacks]
+        last = LastCheckpoint(self.folder.path, recipe.checkpoint_every, self.guard,
+                              train if hasattr(train, "load_state_dict") else None, run_state)
+        stage_callbacks = [self.recorder, self.guard, *([self.best] if self.best else []), *callbacks, last]
         if early:
             stage_callbacks.append(EarlyStopping(monitor=self.monitor, patience=early.patience,
                                                  min_delta=early.min_delta, mode=self.mode, check_finite=True))
@@ -67,7 +72,7 @@ class Fitter:
             max_epochs=stage.epochs, accelerator="auto", devices=recipe.devices, num_nodes=recipe.nodes,
             strategy=self.strategy, precision=recipe.precision, gradient_clip_val=recipe.grad_clip,
             accumulate_grad_batches=recipe.accumulate, callbacks=stage_callbacks, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            enable_checkpointing=True, enable_progress_bar=False, enable_model_summary=False,
             num_sanity_val_steps=0, log_every_n_steps=10**9,
         )
         self.module.train()  # a stage may follow pruning or evaluation, which leave the model in eval mode
@@ -76,10 +81,10 @@ class Fitter:
             torch.set_num_threads(self.threads)
         try:
             if self.forked:
-                self._fit_in_workers(trainer)
+                self._fit_in_workers(trainer, checkpoint)
             else:
-                trainer.fit(self.module, train_dataloaders=self.plan.data.train,
-                            val_dataloaders=self.plan.data.val)
+                trainer.fit(self.module, train_dataloaders=train, val_dataloaders=self.plan.data.val,
+                            ckpt_path=checkpoint)
         finally:
             torch.set_num_threads(threads)
         self.trainer = trainer
@@ -93,14 +98,15 @@ class Fitter:
         return self.best.best_epoch + self.recorder.epoch_offset
 
     # -- forked workers (DDP in a notebook) ----------------------------------------------------
-    def _fit_in_workers(self, trainer: pl.Trainer) -> None:
+    def _fit_in_workers(self, trainer: pl.Trainer, checkpoint: Path | None) -> None:
         """Fit in forked worker processes; the workers' callbacks write the history and best weights
         (rank 0 only), a thread here shows them live, and they are loaded back when the fit ends."""
         done = threading.Event()
         watcher = threading.Thread(target=self._watch_folder, args=(done, trainer), daemon=True)
         watcher.start()
         try:
-            trainer.fit(self.module, train_dataloaders=self.plan.data.train, val_dataloaders=self.plan.data.val)
+            trainer.fit(self.module, train_dataloaders=self.plan.data.train, val_dataloaders=self.plan.data.val,
+                        ckpt_path=checkpoint)
         except ProcessRaisedException as exc:
             raise self._worker_failure(exc) from None
         finally:

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 from nbopt.components import Component, ComponentSyntaxError, parse_component
-from nbopt.errors import RecipeError, closest
+from nbopt.errors import RecipeError, closest, shown
 from nbopt.registry import Registry
+
+
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 class Reference:
@@ -51,6 +55,8 @@ def lookup(value: Any, key: str, registry: Registry, namespace: dict | None, lin
 
 
 def _import(path: str, key: str, line: int | None) -> Any:
+    if not _IMPORT_PATH.fullmatch(path):  # importlib's own errors for `:x` or `.mod:x` are not ImportErrors
+        raise RecipeError(f"{shown(path)} is not an import path; write `package.module:name`", key=key, line=line)
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -17,7 +17,7 @@ from nbopt.compression import plan_stages
 from nbopt.data.builtin import DATASETS
 from nbopt.data.resolve import DataBundle, resolve_data
 from nbopt.environment import in_notebook, notebook_namespace
-from nbopt.errors import RecipeError
+from nbopt.errors import RecipeError, shown
 from nbopt.metrics import task_metric
 from nbopt.models.builtin import MODELS
 from nbopt.models.resolve import ResolvedModel, build_model
@@ -279,7 +279,7 @@ def _check_monitor(plan: Plan) -> None:
                         recipe.line("early_stopping.monitor") or recipe.line("early_stopping")))
     for monitor, key, line in watched:
         if monitor not in plan.reported:
-            raise RecipeError(f"cannot monitor '{monitor}'; this run reports {', '.join(plan.reported)}"
+            raise RecipeError(f"cannot monitor {shown(monitor)}; this run reports {', '.join(plan.reported)}"
                               + not_reported_hint(monitor, plan.reported), key=key, line=line)
 
 

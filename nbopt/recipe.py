@@ -5,12 +5,13 @@ costs a second, not an epoch. Model and data names are resolved later, against t
 """
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from nbopt.components import Component, ComponentSyntaxError, parse_component
-from nbopt.errors import RecipeError, closest
+from nbopt.errors import RecipeError, closest, shown
 from nbopt.techniques.activations import ACTIVATIONS
 from nbopt.techniques.augment import AUGMENTATIONS
 from nbopt.techniques.losses import LOSSES
@@ -105,7 +106,8 @@ class Recipe(BaseModel):
                               "seen by sweeps or early stopping", examples=[0.1])
     batch_size: int = Field(64, ge=1, description="samples per training step", examples=[128])
     epochs: int = Field(10, ge=1, description="passes over the training data", examples=[20])
-    seed: int = Field(0, description="seed of the split, the initial weights and the batch order", examples=[1])
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the split, the initial weights and the batch "
+                      "order", examples=[1])
     normalize: Literal["auto", "none"] | Normalize = Field(
         "auto", description="auto: mean/std per channel (images) or feature (tables) of the training split; "
         "none; or your own {mean: [...], std: [...]}", examples=["none", "{mean: [0.5], std: [0.25]}"])
@@ -159,6 +161,10 @@ class Recipe(BaseModel):
                             "step", examples=[4])
     precision: str = Field("32-true", description="numeric precision, as Lightning names it",
                            examples=["bf16-mixed"])
+    checkpoint_every: int | Literal["auto"] = Field(
+        "auto", description="epochs between full checkpoints (last.ckpt in the run's folder) that `--resume NAME` "
+        "goes on from; auto: every epoch, but at most one every 10 s (and after the last), so that short epochs "
+        "do not pay for writing one", examples=[1, 5])
 
     _raw: dict = PrivateAttr(default_factory=dict)
     _lines: dict = PrivateAttr(default_factory=dict)
@@ -229,12 +235,12 @@ def _check_keys(raw: dict, lines: dict) -> None:
         if key in _OTHER_MAGIC_KEYS:
             raise RecipeError(f"`{key}:` belongs in a {_OTHER_MAGIC_KEYS[key]} cell, not here", key=key, line=line)
         if key in _OPTIMIZER_ARGUMENTS:
+            argument = "lr" if key == "learning_rate" else key
             raise RecipeError(f"`{key}` is an optimizer argument; write it there, e.g. "
-                              f"`optimizer: adam({'lr' if key == 'learning_rate' else key}={raw[key]!r})`",
-                              key=key, line=line)
+                              f"`optimizer: adam({argument}={reprlib.repr(raw[key])})`", key=key, line=line)
         guess = closest(str(key), list(KNOWN_KEYS))
         hint = f" — did you mean '{guess}'?" if guess else f"; valid keys: {', '.join(KNOWN_KEYS)}"
-        raise RecipeError(f"unknown recipe key '{key}'{hint}", key=str(key), line=line)
+        raise RecipeError(f"unknown recipe key {shown(key)}{hint}", key=str(key), line=line)
     for required in ("model", "data"):
         if raw.get(required) is None:
             example = "mlp" if required == "model" else "digits"
@@ -266,11 +272,11 @@ def _as_recipe_error(exc: ValidationError, lines: dict) -> RecipeError:
         field = str(error["loc"][-1])
         model = {"early_stopping": EarlyStopping, "normalize": Normalize, "prune": Prune, "distill": Distill}.get(top)
         allowed = ", ".join(model.model_fields) if model else ""
-        message = f"unknown setting '{field}'" + (f"; allowed: {allowed}" if allowed else "")
+        message = f"unknown setting {shown(field)}" + (f"; allowed: {allowed}" if allowed else "")
     else:
         message = message[0].lower() + message[1:]
     if error["type"] != "extra_forbidden" and "input" in error and not isinstance(error["input"], dict):
-        message += f", got {error['input']!r}"
+        message += f", got {reprlib.repr(error['input'])}"
     return RecipeError(message, key=key or top, line=lines.get(key) or lines.get(top))
 
 
@@ -296,6 +302,9 @@ def _check_components(recipe: Recipe) -> None:
                           line=recipe.line("devices"))
     if recipe.nodes < 1:
         raise RecipeError(f"nodes must be at least 1, got {recipe.nodes}", key="nodes", line=recipe.line("nodes"))
+    if isinstance(recipe.checkpoint_every, int) and recipe.checkpoint_every < 1:
+        raise RecipeError(f"checkpoint_every must be at least 1 (or auto), got {recipe.checkpoint_every}",
+                          key="checkpoint_every", line=recipe.line("checkpoint_every"))
     if recipe.test_split + recipe.val_split >= 0.9:
         raise RecipeError(f"val_split + test_split = {recipe.val_split + recipe.test_split:.2f} leaves too little "
                           "to train on; keep their sum below 0.9", key="val_split", line=recipe.line("val_split"))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbopt.components import Component
-from nbopt.errors import RecipeError, closest, unknown_name_message
+from nbopt.errors import RecipeError, closest, shown, unknown_name_message
 
 
 @dataclass
@@ -91,7 +91,7 @@ class Registry:
             if arg not in entry.params:
                 guess = closest(arg, entry.params)
                 hint = f" — did you mean '{guess}'?" if guess else f"; it accepts {entry.signature_text()}"
-                raise RecipeError(f"{entry.name} has no argument '{arg}'{hint}", key=key, line=line)
+                raise RecipeError(f"{entry.name} has no argument {shown(arg)}{hint}", key=key, line=line)
         missing = [arg for arg, default in entry.params.items() if default is inspect.Parameter.empty
                    and arg not in kwargs]
         if missing:

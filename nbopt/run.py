@@ -136,9 +136,12 @@ def load_run(name: str, namespace: dict | None = None) -> Run:
     """A Run from its folder (a name under the runs folder, or a folder's path): the model is rebuilt
     from the saved recipe and filled with best.pt; the history and metrics are what the folder holds.
 
-    Works for runs made by other processes (sweep workers, `nbopt run`). Models whose shape was
-    changed by channel pruning cannot be rebuilt from the recipe; their Run has ``model=None``.
+    Works for runs made by other processes (sweep workers, `nbopt run`) and for runs that never
+    finished: a run whose process died reads ``died``, and a run without metrics.json gets the
+    scores of its best weights on the validation split, with a note saying so. Models whose shape
+    was changed by channel pruning cannot be rebuilt from the recipe; their Run has ``model=None``.
     """
+    from nbopt.liveness import current_status
     from nbopt.plan import check
     from nbopt.store import find_run
     folder = find_run(name)
@@ -150,11 +153,31 @@ def load_run(name: str, namespace: dict | None = None) -> Run:
         model = None
     history_file, metrics_file = folder.path / "history.csv", folder.path / "metrics.json"
     history = pd.read_csv(history_file) if history_file.exists() else pd.DataFrame()
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-    status = folder.read_status()
+    status = current_status(folder.read_status())
+    metrics, note = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}, ""
+    if not metrics_file.exists() and model is not None:
+        metrics, note = _recomputed_metrics(plan, history, status)
     return Run(name=folder.name, folder=folder.path, recipe=plan.recipe, model=model, history=history,
-               metrics=metrics, status=status.get("status", ""), metric_key=plan.metric_key,
+               metrics=metrics, status=status, metric_key=plan.metric_key,
                model_label=plan.model.label, data_label=plan.data.description,
-               normalization=plan.data.normalization.to_dict() if plan.data.normalization else None,
+               normalization=plan.data.normalization.to_dict() if plan.data.normalization else None, note=note,
                classes=plan.data.classes, inputs=plan.data.inputs, validation=plan.data.val,
                task=plan.data.task)
+
+
+def _recomputed_metrics(plan, history: pd.DataFrame, status: str) -> tuple[dict, str]:
+    """An unfinished run's scores: its best weights (already in `plan.model.net`) on the validation split,
+    marked ``recomputed`` — the run never scored itself, and its test split stays unseen."""
+    from nbopt import metrics as metric_table
+    from nbopt.module import build_lightning_module, evaluate
+    if plan.model.is_lightning:
+        return {}, f"The run {status} before scoring itself."
+    module, _ = build_lightning_module(plan)
+    scores = {f"val_{name}": value for name, value in evaluate(module, plan.data.val).items()}
+    monitor = plan.recipe.early_stopping.monitor if plan.recipe.early_stopping else "val_loss"  # what best.pt kept
+    values = history.get(monitor, pd.Series(dtype=float)).tolist()
+    best = metric_table.best_of(monitor, values) if values else None
+    best_epoch = int(history["epoch"].iloc[values.index(best)]) if best is not None else None
+    recorded = {**scores, "best_epoch": best_epoch, "epochs_run": len(history), "recomputed": "val"}
+    return recorded, (f"The run {status} after {len(history)} epoch(s): metrics recomputed from its best weights "
+                      f"on the validation split.")

@@ -6,22 +6,48 @@ complete file, never a truncated one.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
+import itertools
 import json
 import os
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import torch
 
 from nbopt.errors import RecipeError, closest
+from nbopt.liveness import current_status
+
+_STATUS_LOCK = threading.Lock()  # a run's heartbeat thread and its main thread both update run.json
 
 
 def runs_root() -> Path:
-    return Path(os.environ.get("NBOPT_RUNS_DIR", "nbopt-runs"))
+    folder = os.environ.get("NBOPT_RUNS_DIR", "nbopt-runs")
+    if not folder.strip():  # Path("") is the working folder: runs would be strewn among the user's files
+        raise RecipeError("NBOPT_RUNS_DIR is set but empty; set it to a folder, or unset it to use ./nbopt-runs")
+    return Path(folder)
+
+
+@contextlib.contextmanager
+def runs_folder_errors(path: Path):
+    """An OSError while creating or first writing a run's folder becomes one RecipeError that names the
+    folder and what to do, raised before any training: a read-only place, a file in the way, a full disk."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise RecipeError(f"cannot write the runs folder {path}: the disk is full; free some space, or set "
+                              "NBOPT_RUNS_DIR to a folder on another disk") from None
+        file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{file} is a file, not a folder" if file is not None else exc.strerror or str(exc)
+        raise RecipeError(f"cannot write the runs folder {path}: {reason}; set NBOPT_RUNS_DIR to a folder you "
+                          "can write") from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -61,15 +87,19 @@ class RunFolder:
 
     @classmethod
     def create(cls, name: str | None) -> "RunFolder":
+        """A new folder `name`, else `name-2`, `name-3`, ... Each is claimed by one mkdir that fails when the
+        folder exists, so two kernels starting runs of the same name at the same moment get two folders."""
         root = runs_root()
         base = _slug(name) if name else time.strftime("run-%Y%m%d-%H%M%S")
-        candidate, n = base, 1
-        while (root / candidate).exists():
-            n += 1
-            candidate = f"{base}-{n}"
-        path = root / candidate
-        path.mkdir(parents=True)
-        return cls(path)
+        with runs_folder_errors(root):
+            root.mkdir(parents=True, exist_ok=True)
+            for n in itertools.count(1):
+                path = root / (base if n == 1 else f"{base}-{n}")
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    continue
+                return cls(path)
 
     @property
     def name(self) -> str:
@@ -93,9 +123,10 @@ class RunFolder:
         atomic_write_text(self.path / "history.csv", out.getvalue())
 
     def write_status(self, **status) -> None:
-        current = self.read_status()
-        current.update(status)
-        atomic_write_text(self.path / "run.json", json.dumps(current, indent=2, default=str))
+        with _STATUS_LOCK:
+            current = self.read_status()
+            current.update(status)
+            atomic_write_text(self.path / "run.json", json.dumps(current, indent=2, default=str))
 
     def read_status(self) -> dict:
         try:
@@ -114,7 +145,7 @@ def list_runs() -> list[dict]:
         status = RunFolder(path).read_status()
         if not status:
             continue
-        rows.append({"name": path.name, "started": status.get("started", ""), "status": status.get("status", ""),
+        rows.append({"name": path.name, "started": status.get("started", ""), "status": current_status(status),
                      "epochs": status.get("epochs_run"), "best": status.get("best"),
                      "metric": status.get("metric", ""), "model": status.get("model", ""),
                      "data": status.get("data", "")})

@@ -30,13 +30,16 @@ from nbopt.display.plots import draw_lr_find
 from nbopt.environment import in_notebook
 from nbopt.fitting import FORKED_STRATEGIES, Fitter
 from nbopt.interpretation import interpret
+from nbopt.liveness import LIVE, Heartbeat, stamp
 from nbopt.module import RecipeModule, build_lightning_module, evaluate
 from nbopt.parallel import is_distributed_child, lightning_strategy
 from nbopt.plan import Plan, check
 from nbopt.recipe import Recipe
+from nbopt.resume import Resume, restore_pruning_masks
+from nbopt.resume import prepare as prepare_resume
 from nbopt.run import Run, recipe_text, remember
 from nbopt.stages import FINISHING, Fit, MakePermanent, Measure, PruneWeights, Quantize, RemoveChannels, total_epochs
-from nbopt.store import RunFolder, atomic_write_bytes, atomic_write_text, save_weights
+from nbopt.store import RunFolder, atomic_write_bytes, atomic_write_text, runs_folder_errors, runs_root, save_weights
 from nbopt.techniques.lr_find import find_lr
 from nbopt.techniques.measure import count_macs, profile
 from nbopt.techniques.prune import ChannelPruner, GradualPruning, make_permanent, measured_sparsity, prune_to
@@ -44,22 +47,25 @@ from nbopt.techniques.quantize import quantize_dynamic
 
 
 def train(recipe: str | dict | Recipe, namespace: dict | None = None, *, name: str | None = None,
-          live: bool = True, stop: InterruptGuard | None = None, sink=None) -> Run:
+          resume: str | None = None, live: bool = True, stop: InterruptGuard | None = None, sink=None) -> Run:
     """Train once from a recipe and return the Run (best weights, history, metrics).
 
     `namespace` is where recipe names like ``model: net`` are looked up (default: the notebook's
-    variables). `live=False` trains silently; `sink` sends the live status and figure somewhere else
-    than the cell (the panel's widgets). Interrupting the kernel — or `stop.request_stop()` — stops
-    after the current step and still returns the Run, marked interrupted.
+    variables). `resume=NAME` goes on with run NAME from its last checkpoint, in its folder and
+    history (nbopt.resume says which runs and recipes may). `live=False` trains silently; `sink`
+    sends the live status and figure somewhere else than the cell (the panel's widgets).
+    Interrupting the kernel — or `stop.request_stop()` — stops after the current step and still
+    returns the Run, marked interrupted.
     """
-    return execute(check(recipe, namespace, interactive=in_notebook()), name=name, live=live, stop=stop, sink=sink)
+    return execute(check(recipe, namespace, interactive=in_notebook()), name=name, resume=resume, live=live,
+                   stop=stop, sink=sink)
 
 
-def execute(plan: Plan, *, name: str | None = None, live: bool = True, stop: InterruptGuard | None = None,
-            listeners: list[Listener] = (), sink=None) -> Run:
+def execute(plan: Plan, *, name: str | None = None, resume: str | None = None, live: bool = True,
+            stop: InterruptGuard | None = None, listeners: list[Listener] = (), sink=None) -> Run:
     """Train a checked plan. `listeners` hear every step and epoch (compare's board, a sweep's pruner)."""
     tune_allocator()
-    session = _Session(plan, name, live, stop or InterruptGuard(), listeners, sink)
+    session = _Session(plan, name, live, stop or InterruptGuard(), listeners, sink, resume)
     with quiet_lightning():
         try:
             # Owned for the whole run, not only inside fits: a Ctrl-C that reaches Lightning (between
@@ -82,19 +88,25 @@ class _HistoryWriter(Listener):
 
     def on_epoch(self, recorder, trainer, row):
         self.folder.write_history(recorder.rows)
-        self.folder.write_status(epochs_run=len(recorder.rows))
+        self.folder.write_status(epochs_run=len(recorder.rows), heartbeat=time.time())
 
 
-def _open_folder(plan: Plan, name: str | None) -> RunFolder:
-    """The run's folder; an extra DDP process of `nbopt run` writes a throw-away one (rank 0 keeps the records)."""
+def _open_folder(plan: Plan, name: str | None, resume: Resume | None) -> RunFolder:
+    """The run's folder (a resumed run's own); an extra DDP process of `nbopt run` writes a throw-away
+    one (rank 0 keeps the records)."""
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
     if is_distributed_child():
         folder = RunFolder(Path(tempfile.mkdtemp(prefix="nbopt-rank-")))
         atexit.register(shutil.rmtree, folder.path, True)
+    elif resume is not None:
+        folder = resume.folder
+        folder.write_status(resumed=now, finished=None, error=None)
+        (folder.path / "metrics.json").unlink(missing_ok=True)  # an earlier finish's; this run scores anew
     else:
         folder = RunFolder.create(name or plan.recipe.name)
+        folder.write_status(name=folder.name, started=now, epochs_run=0)
     folder.write_recipe(recipe_text(plan.recipe))
-    folder.write_status(name=folder.name, status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"),
-                        model=plan.model.label, data=plan.data.description.split(":")[0], epochs_run=0,
+    folder.write_status(status=LIVE, **stamp(), model=plan.model.label, data=plan.data.description.split(":")[0],
                         metric=plan.metric_key)
     return folder
 
@@ -102,14 +114,19 @@ def _open_folder(plan: Plan, name: str | None) -> RunFolder:
 class _Session:
     """One run while it executes its stages: the module, its folder, the history, and what happened."""
 
-    def __init__(self, plan: Plan, name: str | None, live: bool, guard: InterruptGuard, listeners, sink=None):
+    def __init__(self, plan: Plan, name: str | None, live: bool, guard: InterruptGuard, listeners, sink=None,
+                 resume: str | None = None):
         recipe = plan.recipe
         self.plan, self.recipe, self.guard = plan, recipe, guard
         self.stages = plan_stages(recipe, plan.teacher is not None)
         strategy = lightning_strategy(recipe, plan.interactive)
         if is_distributed_child():
             live, listeners = False, ()
-        self.folder = _open_folder(plan, name)
+        self.resume = prepare_resume(resume, recipe, self.stages, checked=not is_distributed_child()) \
+            if resume else None
+        with runs_folder_errors(runs_root()):  # unwritable, or a full disk: one line before any training
+            self.folder = _open_folder(plan, name, self.resume)
+        self.heartbeat = Heartbeat(self.folder)
         self.module, self.target = build_lightning_module(plan)
         self.live = live
         self.live_output = LiveOutput(self.folder.name, total_epochs(self.stages), plan.metric_key,
@@ -140,28 +157,36 @@ class _Session:
 
     # -- executing the stages ------------------------------------------------------------------
     def run_stages(self) -> None:
+        self.heartbeat.start()
         if isinstance(self.plan.data.train, TensorBatches):
             self.plan.data.train.generator.manual_seed(self.recipe.seed)  # same batches for the same seed
         pl.seed_everything(self.recipe.seed, verbose=False)
-        if self.recipe.lr_find:
+        checkpoint = self.resume.checkpoint if self.resume else None
+        first = self.resume.stage if checkpoint else 0
+        if checkpoint:  # what the stages before the checkpoint's left behind
+            self.lr_found, self.report_before = self.resume.state.get("lr_found"), self.resume.state.get("report")
+        elif self.recipe.lr_find:
             self.lr_found = _run_lr_find(self.plan, self.module, self.folder, self.live)
         if self.live_output:
             self.live_output.start()
         started = time.perf_counter()
-        for stage in self.stages:
-            if self.guard.requested and not isinstance(stage, FINISHING):
+        for index, stage in enumerate(self.stages):
+            if index < first or (self.guard.requested and not isinstance(stage, FINISHING)):
                 continue
-            self._execute(stage)
+            self._execute(index, stage, checkpoint if index == first else None)
         self.seconds = time.perf_counter() - started
 
-    def _execute(self, stage) -> None:
+    def _execute(self, index: int, stage, checkpoint: Path | None = None) -> None:
         if isinstance(stage, Fit):
             self.module.lr_override = stage.lr or self.lr_found
             self.module.use_schedule = stage.schedule
             gradual = stage.prune_while_training
             callbacks = [GradualPruning(self.target, gradual.method, gradual.amount, gradual.epochs,
                                         gradual.global_)] if gradual else []
-            self.fitter.fit(stage, callbacks)
+            if checkpoint is not None:
+                restore_pruning_masks(self.module, checkpoint)
+            state = {"stage": index, "lr_found": self.lr_found, "report": self.report_before}
+            self.fitter.fit(stage, callbacks, state, checkpoint)
         elif isinstance(stage, Measure):
             model = self.plan.teacher if stage.model == "teacher" else self.target
             score = {self.plan.metric_key: self.scores(model).get(self.plan.metric_key)} if stage.scored else {}
@@ -193,6 +218,7 @@ class _Session:
 
     # -- recording the result ------------------------------------------------------------------
     def fail(self, exc: BaseException) -> None:
+        self.heartbeat.stop()
         if self.fitter.best is not None:
             self.fitter.best.restore()
         self.folder.write_history(self.recorder.rows)
@@ -211,6 +237,7 @@ class _Session:
         return "stopped early" if self.fitter.stopped_early else "finished"
 
     def finish(self) -> Run:
+        self.heartbeat.stop()
         plan, folder, rows = self.plan, self.folder, self.recorder.rows
         results = self._results()
         status = self._status()

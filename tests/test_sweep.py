@@ -134,11 +134,13 @@ SPACE_ERRORS = {
     # values of the wrong kind for the setting or the component argument they go to
     "int(...) for a model argument that takes a list": (
         "  model.hidden: int(16, 64)\n", {},
-        "search.model.hidden (line 7): the bound 16 makes mlp fail (TypeError: 'int' object is not iterable); "
+        "search.model.hidden (line 7): the bound 16 makes an invalid recipe: model (line 1): cannot build mlp from "
+        "these arguments (\"'int' object is not iterable\"); write it like mlp(hidden=(128, 64), activation='relu'); "
         "model.hidden takes values like [32]: search a list of such values"),
     "choices of the wrong kind for a model argument": (
         "  model.hidden: [32, 64]\n", {},
-        "search.model.hidden (line 7): the choice 32 makes mlp fail (TypeError: 'int' object is not iterable); "
+        "search.model.hidden (line 7): the choice 32 makes an invalid recipe: model (line 1): cannot build mlp from "
+        "these arguments (\"'int' object is not iterable\"); write it like mlp(hidden=(128, 64), activation='relu'); "
         "model.hidden takes values like [32]: make each choice such a value"),
     "optimizer arguments of the wrong kind": (
         "  optimizer.betas: uniform(0.8, 0.99)\n", {},

@@ -57,10 +57,13 @@ class BestWeights(Callback):
         self.restore()
 
     def state_dict(self) -> dict:
-        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "monitor": self.monitor}
+        """With the weights themselves: a resumed run ends on the best epoch even if it came before the stop."""
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "monitor": self.monitor,
+                "best_state": self.best_state}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.best_state = state.get("best_state")
 
 
 def loadable_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -74,6 +74,14 @@ class Recorder(Callback):
         for listener in self.listeners:
             listener.on_epoch(self, trainer, row)
 
+    def state_dict(self) -> dict:
+        """The history so far, so a resumed run goes on with it (a checkpoint is the authority on which
+        epochs are done: history.csv may hold one more, finished after the checkpoint was written)."""
+        return {"rows": [dict(row) for row in self.rows], "epoch_offset": self.epoch_offset}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows, self.epoch_offset = [dict(row) for row in state["rows"]], state["epoch_offset"]
+
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.fit_started

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from nbopt.errors import RecipeError
+from nbopt.errors import RecipeError, shown
 from nbopt.models.builtin import IMAGE_MODELS, MODELS
 from nbopt.namespace import Reference
 
@@ -33,10 +33,23 @@ def build_model(ref: Reference, input_shape: tuple, num_outputs: int, seed: int,
         if entry.name in IMAGE_MODELS and len(input_shape) != 3:
             raise RecipeError(f"{entry.name} needs images (channels, height, width) but the data has samples of "
                               f"shape {list(input_shape)}; use mlp for tabular data", key="model", line=line)
-        return ResolvedModel(entry.build(input_shape, num_outputs, **kwargs), ref.label, False)
+        return ResolvedModel(_build_builtin(entry, input_shape, num_outputs, kwargs, line), ref.label, False)
     net = _instantiate(ref, line)
     _refuse_other_lightning(net, line)
     return ResolvedModel(net, ref.label, isinstance(net, pl.LightningModule))
+
+
+def _build_builtin(entry, input_shape: tuple, num_outputs: int, kwargs: dict, line: int | None) -> nn.Module:
+    """A built-in's arguments all come from the recipe, so torch refusing them (`hidden=[-4]`, `hidden=[4, z]`)
+    is the recipe's mistake: one line naming the model and its signature, not torch's traceback."""
+    try:
+        return entry.build(input_shape, num_outputs, **kwargs)
+    except RecipeError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecipeError(f"cannot build {entry.name} from these arguments ({shown(reason, 120)}); write it like "
+                          f"{entry.signature_text()}", key="model", line=line) from None
 
 
 def _instantiate(ref: Reference, line: int | None) -> nn.Module:

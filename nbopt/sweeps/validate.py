@@ -27,6 +27,7 @@ def check_space(base: dict, params: list[Param], lines: dict, namespace: dict):
             try:
                 _check(recipe, lines, namespace)
             except RecipeError as exc:
+                hint = hint or _argument_hint(base, param)
                 raise RecipeError(f"{told} makes an invalid recipe: {exc}" + (f"; {hint}" if hint else ""),
                                   **where) from None
             except Exception as exc:  # the model, data or optimizer cannot be built with it: a TypeError, mostly
@@ -63,6 +64,13 @@ def _owner(base: dict, key: str) -> str:
     top, _, arg = key.partition(".")
     component = _component(base, top) if arg else None
     return component.name if component is not None else top
+
+
+def _argument_hint(base: dict, param: Param) -> str:
+    """For a component argument the component could not be built with: what kind of value it takes."""
+    if "." not in param.key or _example(base, param.key) is None:
+        return ""
+    return _what_to_search(base, param)
 
 
 def _what_to_search(base: dict, param: Param) -> str:

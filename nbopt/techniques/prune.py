@@ -35,11 +35,27 @@ def prune_to(model: nn.Module, method: str, sparsity: float, global_: bool) -> N
         missing = round(sparsity * total) - sum(_zeros(m, n) for m, n in targets)
         if missing > 0:
             torch_prune.global_unstructured(targets, pruning_method=pruning_method, amount=missing)
-        return
+    else:
+        for module, name in targets:
+            missing = round(sparsity * getattr(module, name).numel()) - _zeros(module, name)
+            if missing > 0:
+                pruning_method.apply(module, name, amount=missing)
     for module, name in targets:
-        missing = round(sparsity * getattr(module, name).numel()) - _zeros(module, name)
-        if missing > 0:
-            pruning_method.apply(module, name, amount=missing)
+        keep_weight_first(module, name)
+
+
+def keep_weight_first(module: nn.Module, name: str = "weight") -> None:
+    """Put a pruned layer's `weight_orig` back where `weight` was, first among its parameters.
+
+    torch's pruning re-registers the weight last, after the bias. An optimizer built later (the
+    fine-tuning's) lists parameters in that order, and a checkpoint keeps optimizer state by
+    position: one fixed order lets a run resume into any stage, pruned or not.
+    """
+    params = module._parameters
+    if f"{name}_orig" in params and next(iter(params)) != f"{name}_orig":
+        reordered = {f"{name}_orig": params[f"{name}_orig"], **params}
+        params.clear()
+        params.update(reordered)
 
 
 def _zeros(module: nn.Module, name: str) -> int:

@@ -85,6 +85,10 @@ def check_schedule(components: list[Component], epochs: int, line: int | None = 
     """Validate names, arguments and sequence rules without an optimizer (before training)."""
     for i, component in enumerate(components):
         entry, kwargs = SCHEDULERS.resolve(component, "scheduler", line)
+        epochs_given = kwargs.get("epochs", 1)
+        if entry.name == "warmup" and (type(epochs_given) is not int or epochs_given < 1):
+            raise RecipeError(f"warmup takes a whole number of epochs, at least 1, got {epochs_given!r}: write "
+                              "warmup(epochs=2)", key="scheduler", line=line)
         if len(components) > 1:
             if entry.name in _NOT_IN_SEQUENCE:
                 raise RecipeError(f"{entry.name} cannot be part of a scheduler sequence; use it alone",

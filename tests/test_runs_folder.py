@@ -1,0 +1,130 @@
+"""The runs folder under failure: a place that cannot be written stops a run before training with one
+line naming the folder, a write that fails mid-run leaves the previous file whole, and kernels that
+start runs of the same name at the same moment each get a folder of their own."""
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+
+import pandas as pd
+import pytest
+
+from nbopt import RecipeError
+from nbopt.store import RunFolder, atomic_write_text
+
+RECIPE = "model: mlp(hidden=[4])\ndata: iris\nepochs: 3\n"
+ADVICE = "; set NBOPT_RUNS_DIR to a folder you can write"
+
+
+def _claim(barrier, names) -> None:
+    barrier.wait()
+    names.put(RunFolder.create("same").name)
+
+
+def test_runs_of_one_name_started_at_the_same_moment_get_different_folders(runs_dir):
+    context = multiprocessing.get_context("fork")  # the children only make folders: no need to import torch again
+    processes = 4
+    for round_ in range(5):
+        barrier, names = context.Barrier(processes), context.Queue()
+        workers = [context.Process(target=_claim, args=(barrier, names)) for _ in range(processes)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert [worker.exitcode for worker in workers] == [0] * processes, f"a claim failed in round {round_}"
+        claimed = sorted(names.get(timeout=5) for _ in range(processes))
+        offset = round_ * processes
+        assert claimed == sorted(["same" if n == 1 else f"same-{n}" for n in range(offset + 1, offset + 5)])
+    assert len(list(runs_dir.iterdir())) == 20
+
+
+def test_a_file_in_the_way_of_a_new_folder_is_skipped(runs_dir):
+    runs_dir.mkdir()
+    (runs_dir / "same").write_text("not a run")
+    assert RunFolder.create("same").name == "same-2"
+
+
+def test_runs_folder_that_is_a_file_fails_before_training(train, tmp_path, monkeypatch):
+    file = tmp_path / "runs.txt"
+    file.write_text("")
+    monkeypatch.setenv("NBOPT_RUNS_DIR", str(file))
+    with pytest.raises(RecipeError) as info:
+        train(RECIPE)
+    assert str(info.value) == f"cannot write the runs folder {file}: {file} is a file, not a folder{ADVICE}"
+
+
+def test_runs_folder_under_a_file_fails_even_for_root(train, tmp_path, monkeypatch):
+    file = tmp_path / "notes"
+    file.write_text("")
+    monkeypatch.setenv("NBOPT_RUNS_DIR", str(file / "runs"))
+    with pytest.raises(RecipeError) as info:
+        train(RECIPE)
+    assert str(info.value) == f"cannot write the runs folder {file / 'runs'}: {file} is a file, not a folder{ADVICE}"
+
+
+def test_read_only_runs_folder_fails_before_training(train, runs_dir):
+    runs_dir.mkdir()
+    runs_dir.chmod(0o500)
+    try:
+        if os.access(runs_dir, os.W_OK):
+            pytest.skip("this user writes read-only folders anyway (root)")
+        with pytest.raises(RecipeError) as info:
+            train(RECIPE)
+    finally:
+        runs_dir.chmod(0o700)
+    assert str(info.value) == f"cannot write the runs folder {runs_dir}: Permission denied{ADVICE}"
+    assert list(runs_dir.iterdir()) == []
+
+
+def test_an_empty_runs_folder_setting_is_refused(train, monkeypatch):
+    monkeypatch.setenv("NBOPT_RUNS_DIR", "")
+    with pytest.raises(RecipeError, match=r"^NBOPT_RUNS_DIR is set but empty; set it to a folder, or unset it to "
+                                          r"use \./nbopt-runs$"):
+        train(RECIPE)
+
+
+def test_a_full_disk_fails_before_training_and_leaves_no_temporary_files(train, runs_dir, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)  # where a full disk shows itself when a file is written
+    with pytest.raises(RecipeError) as info:
+        train(RECIPE)
+    assert str(info.value) == (f"cannot write the runs folder {runs_dir}: the disk is full; free some space, or set "
+                               "NBOPT_RUNS_DIR to a folder on another disk")
+    assert [path.name for path in runs_dir.rglob("*") if path.is_file()] == []
+
+
+def _failing_replace(monkeypatch, target: str, after: int = 0):
+    """os.replace that fails for files named `target` once `after` of them have been written."""
+    real, written = os.replace, []
+
+    def replace(src, dst, *args, **kwargs):
+        if os.path.basename(dst) == target:
+            if len(written) >= after:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            written.append(dst)
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_a_failed_write_keeps_the_previous_file_and_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "history.csv"
+    atomic_write_text(path, "epoch\n1\n")
+    _failing_replace(monkeypatch, "history.csv")
+    with pytest.raises(OSError):
+        atomic_write_text(path, "epoch\n1\n2\n")
+    assert path.read_text() == "epoch\n1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
+
+
+def test_history_that_cannot_be_written_mid_run_keeps_the_epochs_written_before(train, runs_dir, monkeypatch):
+    _failing_replace(monkeypatch, "history.csv", after=1)
+    with pytest.raises(OSError, match=os.strerror(errno.EIO)):
+        train(RECIPE + "name: flaky\n")
+    folder = runs_dir / "flaky"
+    history = pd.read_csv(folder / "history.csv")
+    assert list(history["epoch"]) == [1]
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
