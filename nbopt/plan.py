@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -70,8 +71,12 @@ class Plan:
         """The loss's per-class weights under `balance: weights` (None: every sample counts the same)."""
         return class_weights(self.data.class_counts) if self.recipe.balance == "weights" else None
 
+    @cached_property
     def sample_input(self) -> torch.Tensor:
-        """One validation input, normalised as the model sees it, for MACs and latency."""
+        """One validation input, normalised as the model sees it, for MACs, latency and layout trials.
+
+        Kept after the first use: a run asks for it several times, and a batch of streamed images is a
+        decode of files each time."""
         x = torch.as_tensor(next(iter(self.data.val))[0][:1]).float()
         if self.data.normalization is not None:
             x = self.data.normalization.apply(x)

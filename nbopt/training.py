@@ -135,12 +135,12 @@ class _Session:
         # Forked workers cannot draw into this kernel's outputs: they write the folder, which the Fitter watches.
         own = [_HistoryWriter(self.folder)] + ([] if forked else [*([self.live_output] if live else []), *listeners])
         self.recorder = Recorder(plan.metric_key, own, extra=self._extra_columns())
-        threads = None if plan.model.is_lightning else threads_for(self.target, plan.sample_input(), recipe.batch_size)
+        threads = None if plan.model.is_lightning else threads_for(self.target, plan.sample_input, recipe.batch_size)
         self.fitter = Fitter(plan, self.module, self.target, self.recorder, guard, self.folder, strategy, threads,
                              watchers=listeners if forked else (),
                              replay=self.live_output.replay if forked and self.live_output else None)
         if not plan.model.is_lightning and strategy == "auto" and not recipe.prune:  # pruning needs contiguous weights
-            self.module.channels_last = use_channels_last(self.target, plan.sample_input(), "mixed" in recipe.precision)
+            self.module.channels_last = use_channels_last(self.target, plan.sample_input, "mixed" in recipe.precision)
         self.lr_found: float | None = None
         self.report_before: dict | None = None
         self.quantized = None
@@ -190,7 +190,7 @@ class _Session:
         elif isinstance(stage, Measure):
             model = self.plan.teacher if stage.model == "teacher" else self.target
             score = {self.plan.metric_key: self.scores(model).get(self.plan.metric_key)} if stage.scored else {}
-            self.report_before = {"model": stage.label, **profile(model, self.plan.sample_input(), score)}
+            self.report_before = {"model": stage.label, **profile(model, self.plan.sample_input, score)}
         elif isinstance(stage, PruneWeights):
             prune_to(self.target, stage.method, stage.amount, stage.global_)
         elif isinstance(stage, RemoveChannels):
@@ -204,7 +204,7 @@ class _Session:
         """One step of Torch-Pruning's iterative pruner, made at the first step and kept for the others."""
         data = self.plan.data
         if self.channel_pruner is None:
-            self.channel_pruner = ChannelPruner(self.target, self.plan.sample_input().unsqueeze(0), stage.amount,
+            self.channel_pruner = ChannelPruner(self.target, self.plan.sample_input.unsqueeze(0), stage.amount,
                                                 stage.steps, stage.importance, stage.global_)
         batches = None
         if self.channel_pruner.needs_gradients:
@@ -302,9 +302,9 @@ class _Session:
     def _report_after(self, results: dict) -> dict:
         final = self.quantized if self.quantized is not None else self.target
         key = self.plan.metric_key
-        after = {"model": "after", **profile(final, self.plan.sample_input(), {key: results.get(key)})}
+        after = {"model": "after", **profile(final, self.plan.sample_input, {key: results.get(key)})}
         if self.quantized is not None:  # int8 layers do the same multiply-accumulates; the counter skips them
-            after["macs"] = count_macs(self.target, self.plan.sample_input().unsqueeze(0))
+            after["macs"] = count_macs(self.target, self.plan.sample_input.unsqueeze(0))
         return after
 
 
