@@ -136,6 +136,8 @@ COMMANDS: tuple[Command, ...] = (
                 Option("--metric", "the score that ranks the variants, in the direction the metric table gives: "
                        "val_loss, the task's metric or one of the recipe's `metrics:` as val_NAME (default: the "
                        "task's)", "NAME"),
+                Option("--resume", "go on with this comparison's earlier runs: variants that finished are "
+                       "loaded, those interrupted or died go on from their checkpoints, the rest train"),
                 _out("Comparison", "comparison"),
             ), magic="cell"),
     Command("sweep", "search the recipe's `search:` space with Optuna (`%nbopt help search`); an interrupted "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import html
 import math
+import re
 
 import pandas as pd
 
@@ -18,8 +19,11 @@ from nbopt.display.compare import CompareBoard, compare_info
 from nbopt.environment import in_notebook
 from nbopt.display.plots import draw_curves, register_figure_formatter
 from nbopt.errors import RecipeError
+from nbopt.liveness import current_status
 from nbopt.plan import Plan, check
-from nbopt.run import Run
+from nbopt.resume import changed_keys
+from nbopt.run import Run, load_run
+from nbopt.store import RunFolder, runs_root
 from nbopt.techniques.scores import not_reported_hint
 from nbopt.yamltext import load_yaml
 
@@ -108,12 +112,15 @@ def _ranking_metric(plans: dict[str, Plan], metric: str) -> str:
 
 
 def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int = 1, metric: str | None = None,
-            live: bool = True, stop: InterruptGuard | None = None, listeners: list[Listener] = ()) -> "Comparison":
+            resume: bool = False, live: bool = True, stop: InterruptGuard | None = None,
+            listeners: list[Listener] = ()) -> "Comparison":
     """Train every variant (× `repeats` seeds) and return a Comparison. All recipes are checked first.
 
     `metric` ranks the variants (default: the task's metric), in the direction the metric table gives;
-    every variant must report it. `listeners` hear every run's steps and epochs (the panel shows
-    progress with one).
+    every variant must report it. `resume=True` goes on with an earlier run of the same comparison:
+    each variant's latest run of the same recipe is loaded if it finished, resumed from its checkpoint
+    if it was interrupted or died, and trained only if there is none. `listeners` hear every run's
+    steps and epochs (the panel shows progress with one).
     """
     from nbopt.training import execute
     if repeats < 1:
@@ -140,15 +147,43 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
             label = name if repeats == 1 else f"{name} (seed {plan.recipe.seed})"
             if board:
                 board.begin(label)
-            run = execute(plan, name=f"{name}-seed{plan.recipe.seed}" if repeats > 1 else name,
-                          live=live and not board.notebook, stop=guard,
-                          listeners=[*([board] if board else []), *listeners])
+            run_name = f"{name}-seed{plan.recipe.seed}" if repeats > 1 else name
+            earlier = _earlier_run(run_name, plan.recipe) if resume else None
+            if earlier is not None and _done(earlier, plan.recipe):
+                run = load_run(str(earlier.path), namespace)
+                if board:
+                    board.add(run.history)
+            else:
+                run = execute(plan, name=None if earlier else run_name, resume=str(earlier.path) if earlier else None,
+                              live=live and not (board and board.notebook), stop=guard,
+                              listeners=[*([board] if board else []), *listeners])
             all_runs[name].append(run)
     comparison = Comparison({k: v for k, v in all_runs.items() if v}, metric_key,
                             interrupted=guard.requested)
     if board:
         board.finish(comparison)
     return comparison
+
+
+def _earlier_run(run_name: str, recipe) -> RunFolder | None:
+    """The latest run of this variant (`adam`, or `adam-2`, … when the comparison ran again) whose recipe
+    means the same (`epochs` aside): what `resume` goes on with."""
+    root, base = runs_root(), RunFolder.slug(run_name)
+    pattern = re.compile(rf"{re.escape(base)}(-(\d+))?")
+    found = [(folder.read_status().get("started", ""), int(match.group(2) or 1), folder)
+             for path in (root.iterdir() if root.is_dir() else ())
+             if (match := pattern.fullmatch(path.name)) and (folder := RunFolder(path)).read_status()]
+    for _, _, folder in sorted(found, key=lambda item: item[:2], reverse=True):
+        if not changed_keys(folder, recipe):
+            return folder
+    return None
+
+
+def _done(folder: RunFolder, recipe) -> bool:
+    """Nothing left to train: it stopped early, or finished at least the epochs the recipe asks for."""
+    status = folder.read_status()
+    state = current_status(status)
+    return state == "stopped early" or (state == "finished" and int(status.get("epochs_run") or 0) >= recipe.epochs)
 
 
 class Comparison:

@@ -33,6 +33,12 @@ class Resume:
     checkpoint: Path | None
     state: dict = field(default_factory=dict)
 
+    def describe(self) -> str:
+        """What the resumed run starts from, for its first status line."""
+        if self.checkpoint is None:
+            return "resumed: no checkpoint was written before it stopped, so it trains again from the start"
+        return f"resumed from its last checkpoint, after epoch {self.state.get('epochs_done', '?')}"
+
     @property
     def stage(self) -> int:
         """The index of the stage the checkpoint was written in; the stages before it are done."""
@@ -75,12 +81,17 @@ def _check_status(name: str, status: dict, recipe: Recipe, stages: list) -> None
                           "cannot resume yet, train it again instead", key="prune")
 
 
-def _check_recipe(folder: RunFolder, recipe: Recipe) -> None:
-    """The recipe must mean what the run's did, `epochs` aside; notebook objects compare by their stand-in."""
+def changed_keys(folder: RunFolder, recipe: Recipe) -> list[str]:
+    """The keys whose meaning differs between the run's recipe and `recipe`, `epochs` and the name aside;
+    notebook objects compare by their stand-in."""
     from nbopt.run import recipe_text
     before = parse_recipe((folder.path / "recipe.yaml").read_text()).model_dump()
     now = parse_recipe(recipe_text(recipe)).model_dump()
-    changed = [key for key in Recipe.model_fields if key not in MAY_CHANGE and before.get(key) != now.get(key)]
+    return [key for key in Recipe.model_fields if key not in MAY_CHANGE and before.get(key) != now.get(key)]
+
+
+def _check_recipe(folder: RunFolder, recipe: Recipe) -> None:
+    changed = changed_keys(folder, recipe)
     if changed:
         listed = ", ".join(f"`{key}`" for key in changed)
         raise RecipeError(f"cannot resume run '{folder.name}' with a different recipe: {listed} changed "

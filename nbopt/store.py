@@ -75,22 +75,23 @@ def save_weights(state: dict, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "run"
-
-
 class RunFolder:
     """The files of one run."""
 
     def __init__(self, path: Path):
         self.path = path
 
+    @staticmethod
+    def slug(name: str) -> str:
+        """The folder name for a run name: letters, digits and `_.-` only."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "run"
+
     @classmethod
     def create(cls, name: str | None) -> "RunFolder":
         """A new folder `name`, else `name-2`, `name-3`, ... Each is claimed by one mkdir that fails when the
         folder exists, so two kernels starting runs of the same name at the same moment get two folders."""
         root = runs_root()
-        base = _slug(name) if name else time.strftime("run-%Y%m%d-%H%M%S")
+        base = cls.slug(name) if name else time.strftime("run-%Y%m%d-%H%M%S")
         with runs_folder_errors(root):
             root.mkdir(parents=True, exist_ok=True)
             for n in itertools.count(1):

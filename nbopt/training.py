@@ -28,6 +28,7 @@ from nbopt.data.loaders import TensorBatches, unsharded
 from nbopt.display.live import LiveOutput
 from nbopt.display.plots import draw_lr_find
 from nbopt.environment import in_notebook
+from nbopt.errors import RecipeError
 from nbopt.fitting import FORKED_STRATEGIES, Fitter
 from nbopt.interpretation import interpret
 from nbopt.liveness import LIVE, Heartbeat, stamp
@@ -64,6 +65,9 @@ def train(recipe: str | dict | Recipe, namespace: dict | None = None, *, name: s
 def execute(plan: Plan, *, name: str | None = None, resume: str | None = None, live: bool = True,
             stop: InterruptGuard | None = None, listeners: list[Listener] = (), sink=None) -> Run:
     """Train a checked plan. `listeners` hear every step and epoch (compare's board, a sweep's pruner)."""
+    if name and resume:
+        raise RecipeError(f"--name {name} and --resume {resume} go separately: a resumed run keeps its own folder "
+                          "and name; leave out --name")
     tune_allocator()
     session = _Session(plan, name, live, stop or InterruptGuard(), listeners, sink, resume)
     with quiet_lightning():
@@ -126,6 +130,8 @@ class _Session:
             if resume else None
         with runs_folder_errors(runs_root()):  # unwritable, or a full disk: one line before any training
             self.folder = _open_folder(plan, name, self.resume)
+        for listener in listeners:
+            listener.on_start(self.folder)
         self.heartbeat = Heartbeat(self.folder)
         self.module, self.target = build_lightning_module(plan)
         self.live = live
@@ -168,7 +174,7 @@ class _Session:
         elif self.recipe.lr_find:
             self.lr_found = _run_lr_find(self.plan, self.module, self.folder, self.live)
         if self.live_output:
-            self.live_output.start()
+            self.live_output.start(self.resume.describe() if self.resume else None)
         started = time.perf_counter()
         for index, stage in enumerate(self.stages):
             if index < first or (self.guard.requested and not isinstance(stage, FINISHING)):

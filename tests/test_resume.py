@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -194,6 +195,43 @@ def test_short_epochs_are_checkpointed_by_time_and_a_run_without_one_starts_over
     assert (runs_dir / "early" / "last.ckpt").exists()  # the last epoch always writes one
 
 
+class CrashInRun(CrashAfter):
+    """Crashes the `run`-th run that starts (the second variant of a comparison, say) after epoch `epoch`."""
+
+    def __init__(self, run: int, epoch: int):
+        super().__init__(epoch)
+        self.run, self.started = run, 0
+
+    def on_start(self, folder):
+        self.started += 1
+
+    def on_epoch(self, recorder, trainer, row):
+        if self.started == self.run:
+            super().on_epoch(recorder, trainer, row)
+
+
+def test_a_comparison_resumes_loading_finished_variants_and_resuming_the_broken_one(runs_dir):
+    recipe = TINY + "epochs: 4\nvariants:\n  adam: {}\n  sgd: {optimizer: 'sgd(lr=0.3)'}\n"
+    with pytest.raises(RuntimeError, match="stopped after epoch 3"):
+        nbopt.compare(recipe, {}, live=False, listeners=[CrashInRun(2, 3)])
+    adam_before = json.loads((runs_dir / "adam" / "run.json").read_text())
+    resumed = nbopt.compare(recipe, {}, resume=True, live=False)
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["adam", "sgd"], "nothing trained anew"
+    assert json.loads((runs_dir / "adam" / "run.json").read_text()) == adam_before, "the finished variant was loaded"
+    assert "resumed" in json.loads((runs_dir / "sgd" / "run.json").read_text())
+    again = nbopt.compare(recipe, {}, live=False)  # the same comparison, whole, in new folders adam-2 and sgd-2
+    for name in ("adam", "sgd"):
+        same_run(resumed.runs[name], again.runs[name])
+    pd.testing.assert_frame_equal(resumed.table.drop(columns="time (s)"), again.table.drop(columns="time (s)"))
+    assert nbopt.compare(recipe, {}, resume=True, live=False).runs["sgd"].folder.name == "sgd-2", \
+        "the latest run of each variant is the one that goes on"
+
+
+def test_compare_resume_is_a_switch_of_the_magic():
+    from nbopt.helptext import help_text
+    assert "--resume" in help_text("compare") and "died go on from their checkpoints" in help_text("compare")
+
+
 # -- refusals, one line each ---------------------------------------------------------------------------
 
 def test_resuming_a_finished_run_is_refused(train):
@@ -227,6 +265,15 @@ def test_resuming_a_run_that_is_still_alive_is_refused(train, runs_dir):
     RunFolder(runs_dir / "busy").write_status(status="running", **stamp())
     with pytest.raises(nbopt.RecipeError, match=rf"run 'busy' is still running \(process {os.getpid()} on "):
         train(TINY + "epochs: 1\n", resume="busy")
+
+
+def test_a_new_name_for_a_resumed_run_is_refused(train, runs_dir):
+    with pytest.raises(RuntimeError):
+        execute(check(TINY + "epochs: 3\n", {}), name="cut", live=False, listeners=[CrashAfter(2)])
+    with pytest.raises(nbopt.RecipeError, match=r"^--name other and --resume cut go separately: a resumed run keeps "
+                                                r"its own folder and name; leave out --name$"):
+        train(TINY + "epochs: 3\n", name="other", resume="cut")
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["cut"]
 
 
 def test_checkpoint_every_must_be_a_positive_number_of_epochs(check):
@@ -304,3 +351,27 @@ def test_a_killed_kernel_leaves_a_died_run_that_the_magic_resumes(kernel, tmp_pa
     assert kernel.text(outputs).strip() == "finished doomed"
     monkeypatch.setenv("NBOPT_RUNS_DIR", str(runs_dir))
     same_run(nbopt.load_run(str(runs / "doomed"), {}), train(SLOW, name="whole"))
+
+
+SLOW_DDP = SLOW.replace("epochs: 4\n", "epochs: 4\ndevices: 2\nstrategy: ddp\n")
+
+
+def test_a_killed_two_process_ddp_run_resumes_on_two_processes_exactly(tmp_path, runs_dir):
+    """Both ranks of `nbopt run` are SIGKILLed in the middle of epoch 3, as a pre-empted job is; the resumed
+    run (2 processes again) ends with the history and scores of the same DDP run left alone."""
+    (tmp_path / "recipe.yaml").write_text(SLOW_DDP)
+    process = start_cli(["run", "recipe.yaml", "--name", "ddp-killed"], tmp_path, runs_dir, tmp_path / "tmp")
+    wait_for_epochs(runs_dir / "ddp-killed", 2, process, timeout=300)
+    time.sleep(0.3)  # into epoch 3
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert nbopt.runs().loc["ddp-killed", "status"] == "died"
+    code, out, err = finish(start_cli(["run", "recipe.yaml", "--resume", "ddp-killed"], tmp_path, runs_dir,
+                                      tmp_path / "tmp"), timeout=400)
+    assert code == 0, err[-3000:]
+    assert re.search(r"^ddp-killed: resumed from its last checkpoint, after epoch [23]$", out, re.M), out
+    code, out, err = finish(start_cli(["run", "recipe.yaml", "--name", "ddp-whole"], tmp_path, runs_dir,
+                                      tmp_path / "tmp"), timeout=400)
+    assert code == 0, err[-3000:]
+    same_run(nbopt.load_run("ddp-killed", {}), nbopt.load_run("ddp-whole", {}))
+    assert json.loads((runs_dir / "ddp-killed" / "run.json").read_text())["status"] == "finished"

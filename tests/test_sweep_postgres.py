@@ -11,6 +11,7 @@ Needs PostgreSQL's server programs (Debian/Ubuntu: ``apt-get install postgresql`
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import secrets
 import shutil
@@ -20,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from cli_command import nbopt_command
 from optuna.trial import TrialState
@@ -213,3 +215,86 @@ def test_a_wrong_password_is_a_recipe_error_that_does_not_show_it(postgres, tmp_
     assert result.returncode == 2
     assert wrong not in result.stdout + result.stderr
     assert result.stderr.startswith("nbopt: cannot open the sweep storage ") and "Traceback" not in result.stderr
+
+
+SLOW_RECIPE = """\
+model: mlp(hidden=[64, 64])
+data: synthetic(n=12000, shape=[64], classes=4)
+epochs: 3
+batch_size: 16
+checkpoint_every: 1
+optimizer: sgd(lr=0.05)
+search:
+  optimizer.lr: [0.05, 0.02, 0.01, 0.005, 0.002, 0.001]
+"""
+
+
+def _running_trial_of(storage, pid: int):
+    """The victim's trial once it has a checkpoint to resume from (an epoch recorded and last.ckpt written)."""
+    try:
+        trials = optuna.load_study(study_name="K", storage=storage).trials
+    except KeyError:  # the workers have not created the study yet
+        return None
+    for trial in trials:
+        attrs = trial.user_attrs
+        if trial.state == TrialState.RUNNING and attrs.get("pid") == pid and attrs.get("epoch", 0) >= 1 \
+                and (Path(attrs.get("run_folder", "/nonexistent")) / "last.ckpt").exists():
+            return trial
+    return None
+
+
+def test_a_worker_killed_mid_trial_loses_nothing_and_its_trial_resumes_from_its_checkpoint(postgres, tmp_path):
+    """Three `nbopt sweep` workers share a PostgreSQL study and a runs folder (a cluster's shared disk); one is
+    SIGKILLed in the middle of a trial. A live worker sees the dead worker's trial (its pid is gone), fails
+    it in the study and queues its parameters with its run folder; the next worker to take it resumes that
+    run from its last checkpoint. The study ends with exactly the grid's 6 complete trials."""
+    import signal
+    import time
+
+    url = postgres.url(postgres.database())
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(SLOW_RECIPE)
+    env = dict(os.environ, NBOPT_RUNS_DIR=str(tmp_path / "runs"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = nbopt_command() + ["sweep", str(recipe), "--sampler", "grid", "--pruner", "none", "--storage", url,
+                                 "--study", "K"]
+    workers = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(3)]
+    victim, survivors = workers[0], workers[1:]
+    try:
+        deadline, killed, storage = time.monotonic() + 240, None, None
+        while killed is None and time.monotonic() < deadline and victim.poll() is None:
+            try:
+                storage = storage or optuna.storages.RDBStorage(url)
+            except Exception:  # the workers are still creating Optuna's tables
+                time.sleep(0.5)
+                continue
+            killed = _running_trial_of(storage, victim.pid)
+            time.sleep(0.2)
+        assert killed is not None, f"the victim never got a checkpointed trial: {victim.communicate(timeout=60)}"
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        outputs = [worker.communicate(timeout=480) for worker in survivors]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    for worker, (out, err) in zip(survivors, outputs):
+        assert worker.returncode == 0 and "Traceback" not in err, f"{out}\n{err}"
+
+    study = optuna.load_study(study_name="K", storage=url)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6, [t.state for t in study.trials]
+    assert sorted(t.params["optimizer.lr"] for t in complete) == [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
+    assert [t.number for t in study.trials if t.state == TrialState.FAIL] == [killed.number]
+    resumed = [t for t in complete if t.user_attrs["run_folder"] == killed.user_attrs["run_folder"]]
+    assert len(resumed) == 1 and resumed[0].params == killed.params, "the killed trial went on in its own run"
+    folder = Path(killed.user_attrs["run_folder"])
+    status = json.loads((folder / "run.json").read_text())
+    assert status["status"] == "finished" and "resumed" in status
+    history = pd.read_csv(folder / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3], "one history: the epochs before the kill and those after"
+    assert resumed[0].intermediate_values.keys() == {1, 2, 3}, "the pruner sees every epoch of the resumed trial"
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 6, f"no run folder for the restart of the killed trial: {runs}"

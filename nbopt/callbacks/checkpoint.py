@@ -92,10 +92,13 @@ def set_random_state(state: dict) -> None:
 
 
 def read_run_state(folder: Path) -> dict | None:
-    """The run's own part of its last checkpoint (stage, report, LR found), or None without one."""
+    """The run's own part of its last checkpoint (stage, report, LR found) and the number of epochs it
+    holds (`epochs_done`), or None without one."""
     path = Path(folder) / LAST
     if not path.exists():
         return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    return next((state["run"] for key, state in checkpoint.get("callbacks", {}).items()
-                 if key.startswith(LastCheckpoint.__qualname__)), None)
+    callbacks = torch.load(path, map_location="cpu", weights_only=True).get("callbacks", {})
+    run = next((state["run"] for key, state in callbacks.items() if key.startswith(LastCheckpoint.__qualname__)), None)
+    if run is None:
+        return None
+    return {**run, "epochs_done": len(callbacks.get("Recorder", {}).get("rows", []))}

@@ -90,6 +90,9 @@ class Recorder(Callback):
 class Listener:
     """What the Recorder calls; live output and the run folder implement the parts they need."""
 
+    def on_start(self, folder) -> None:
+        """The run's folder (a RunFolder) is claimed; called once, before anything trains."""
+
     def on_step(self, recorder: Recorder, trainer: pl.Trainer) -> None:
         pass
 

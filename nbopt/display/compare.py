@@ -40,6 +40,11 @@ class CompareBoard(LiveBoard, Listener):
         self.histories[label] = []
         self.line(f"— {label}")
 
+    def add(self, history: pd.DataFrame) -> None:
+        """The run begun last was loaded, not trained (a resumed comparison): draw its whole history."""
+        self.histories[self.current] = history.to_dict("records")
+        self.frame(self._live_info, functools.partial(draw_curves, quick=True), LABEL)
+
     def on_step(self, recorder, trainer) -> None:
         self.tick(lambda: f"compare · run {len(self.histories)}/{self.total_runs} ({self.current}) · epoch "
                           f"{recorder.epoch_offset + trainer.current_epoch + 1} · step "

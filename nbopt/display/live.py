@@ -42,8 +42,11 @@ class LiveOutput(LiveBoard, Listener):
         self.metric_key = metric_key
         self._rows: list[dict] = []
 
-    def start(self) -> None:
-        self.open(f"{self.title}: starting…")
+    def start(self, note: str | None = None) -> None:
+        """Open the board; `note` says how this run starts (a resumed run: from where)."""
+        self.open(f"{self.title}: {note or 'starting…'}")
+        if note:
+            self.line(f"{self.title}: {note}")
 
     def _scores(self, row: dict) -> str:
         return f"val_loss {_fmt(row.get('val_loss'))} · {self.metric_key} {_fmt(row.get(self.metric_key))}"

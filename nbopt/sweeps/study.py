@@ -4,7 +4,8 @@ The default storage is an Optuna journal file in the working folder, which sever
 one machine share safely (file locks); any Optuna storage URL works too, PostgreSQL for many
 machines. A study remembers its search space, so a changed space is refused rather than mixed in.
 A trial left RUNNING by a process that died (kernel restart, kill) is marked failed and its
-parameters are queued again, so re-running the same cell completes exactly the missing trials.
+parameters are queued again, with its run folder, so the trial resumes from its last checkpoint and
+re-running the same cell (or any live worker) completes exactly the missing trials.
 """
 from __future__ import annotations
 
@@ -150,7 +151,8 @@ def recover_dead_trials(study: optuna.Study) -> int:
                 study.tell(trial.number, state=TrialState.FAIL)
             except (RuntimeError, ValueError):  # another worker recovered it first
                 continue
-            study.enqueue_trial(trial.system_attrs.get("fixed_params", trial.params))
+            resume = {"resume_run": attrs["run_folder"]} if "run_folder" in attrs else None
+            study.enqueue_trial(trial.system_attrs.get("fixed_params", trial.params), user_attrs=resume)
             recovered += 1
     return recovered
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -17,7 +18,7 @@ from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener
 from nbopt.errors import RecipeError
 from nbopt.sweeps.space import Param, apply
-from nbopt.sweeps.study import claim_queued_trial, counts, worker_identity
+from nbopt.sweeps.study import claim_queued_trial, counts, recover_dead_trials, worker_identity
 
 _log = logging.getLogger(__name__)
 
@@ -35,6 +36,15 @@ class _TrialReporter(Listener):
     def __init__(self, trial: optuna.Trial, metric: str, epochs: int, board=None):
         self.trial, self.metric, self.epochs, self.board = trial, metric, epochs, board
         self.pruned = self.finished_elsewhere = False
+        self.reported: set[int] = set()
+
+    def on_start(self, folder) -> None:
+        """Name the trial's run folder at once: if this worker dies, the trial resumes from it."""
+        try:
+            self.trial.set_user_attr("run", folder.name)
+            self.trial.set_user_attr("run_folder", str(folder.path.resolve()))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self.finished_elsewhere = True  # the first epoch's end stops the run
 
     def on_step(self, recorder, trainer) -> None:
         if self.board is not None:
@@ -42,13 +52,16 @@ class _TrialReporter(Listener):
 
     def on_epoch(self, recorder, trainer, row) -> None:
         try:
-            self._report(row)
+            for earlier in recorder.rows:  # a resumed run's first epoch brings those before the crash along
+                if earlier["epoch"] not in self.reported:
+                    self._report(earlier)
         except optuna.exceptions.UpdateFinishedTrialError:
             self.finished_elsewhere = True
         if self.pruned or self.finished_elsewhere:
             trainer.should_stop = True
 
     def _report(self, row) -> None:
+        self.reported.add(row["epoch"])
         value = row.get(self.metric, math.nan)
         self.trial.set_user_attr("heartbeat", time.time())
         self.trial.set_user_attr("epoch", row["epoch"])
@@ -71,6 +84,7 @@ def run_trials(study: optuna.Study, base: dict, params: list[Param], *, trials: 
     deadline = time.monotonic() + timeout if timeout else None
     failures_in_a_row = 0
     while not guard.requested and (deadline is None or time.monotonic() < deadline):
+        recover_dead_trials(study)  # a worker that died mid-sweep: its trial is queued again, here or elsewhere
         state = counts(study)
         if state["finished"] + state["running"] >= trials:
             return
@@ -96,7 +110,6 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: lis
                namespace: dict | None, grid: bool, guard: InterruptGuard, board) -> str | None:
     """Train one trial and record how it ended; what went wrong when it failed, else None."""
     from nbopt.plan import check
-    from nbopt.training import execute
 
     for key, value in worker_identity().items():
         trial.set_user_attr(key, value)
@@ -114,8 +127,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: lis
     if board is not None:
         board.started(trial.number)
     try:
-        run = execute(plan, name=f"{study.study_name}-trial{trial.number}", live=False, stop=guard,
-                      listeners=[reporter])
+        run = _train_trial(plan, trial, study.study_name, reporter, guard)
     except Exception as exc:  # record the failure in the study so the sweep can go on and show it
         error = f"{type(exc).__name__}: {exc}"[:300]
         trial.set_user_attr("error", error)
@@ -123,8 +135,6 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: lis
         return error
     if reporter.finished_elsewhere:
         raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} was finished elsewhere")
-    trial.set_user_attr("run", run.name)
-    trial.set_user_attr("run_folder", str(run.folder.resolve()))
     trial.set_user_attr("epochs", run.metrics["epochs_run"])
     trial.set_user_attr("seconds", run.metrics["seconds"])
     value, state = run.metrics.get(metric), None
@@ -136,6 +146,19 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: lis
         trial.set_user_attr("error", f"{metric} is {value}: the training diverged")
         value, state = None, TrialState.FAIL
     study.tell(trial, value, state=state, skip_if_finished=True)
-    if run.status == "interrupted" and grid:
-        study.enqueue_trial(trial.params)
+    if run.status == "interrupted":  # queued again, to go on from its checkpoint when the sweep goes on
+        study.enqueue_trial(trial.params, user_attrs={"resume_run": str(run.folder.resolve())})
     return trial.user_attrs.get("error") if state == TrialState.FAIL and run.status != "interrupted" else None
+
+
+def _train_trial(plan, trial: optuna.Trial, study_name: str, reporter: _TrialReporter, guard: InterruptGuard):
+    """A new run for the trial, or, for a trial queued again after its worker died, that worker's run
+    resumed from its last checkpoint (when its folder is reachable from here and may resume)."""
+    from nbopt.training import execute
+    earlier = trial.user_attrs.get("resume_run")
+    if earlier and (Path(earlier) / "run.json").exists():
+        try:
+            return execute(plan, resume=earlier, live=False, stop=guard, listeners=[reporter])
+        except RecipeError as exc:  # refused before training: it finished after all, or its recipe differs
+            _log.warning("nbopt sweep: trial %d starts afresh instead of resuming %s: %s", trial.number, earlier, exc)
+    return execute(plan, name=f"{study_name}-trial{trial.number}", live=False, stop=guard, listeners=[reporter])
