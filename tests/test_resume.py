@@ -375,3 +375,15 @@ def test_a_killed_two_process_ddp_run_resumes_on_two_processes_exactly(tmp_path,
     assert code == 0, err[-3000:]
     same_run(nbopt.load_run("ddp-killed", {}), nbopt.load_run("ddp-whole", {}))
     assert json.loads((runs_dir / "ddp-killed" / "run.json").read_text())["status"] == "finished"
+
+
+def test_compare_resume_in_a_kernel_loads_the_finished_variants(kernel):
+    cell = TINY + "epochs: 2\nvariants:\n  kv-adam: {}\n  kv-sgd: {optimizer: 'sgd(lr=0.3)'}\n"
+    reply, outputs = kernel.execute("%%nbopt compare --out first\n" + cell, timeout=300)
+    assert reply["status"] == "ok", kernel.errors(outputs)
+    reply, outputs = kernel.execute("%%nbopt compare --resume --out again\n" + cell, timeout=300)
+    assert reply["status"] == "ok", kernel.errors(outputs)
+    reply, outputs = kernel.execute("print(sorted(n for n in __import__('os').listdir(r'%s') if n.startswith('kv-')),"
+                                    " (first.table[['val_acc', 'epochs run']] == again.table[['val_acc', "
+                                    "'epochs run']]).all().all())" % kernel.runs)
+    assert kernel.text(outputs).strip() == "['kv-adam', 'kv-sgd'] True"
