@@ -13,6 +13,8 @@ number of epochs four ways, alternating, for several rounds, and prints median s
   (cn) nbopt.train(recipe) in a real IPython kernel, i.e. live output in notebook mode (status
        line and figure updated through display handles and sent over ZMQ to this script)
   (d)  nbopt.train(recipe, live=False)
+  (c1) (c) with `checkpoint_every: 1` instead of the default `auto` (only with --checkpoint-cost):
+       what writing last.ckpt after every epoch costs
 
 Workloads: W1, the digits MLP (64→128→64→10) on scikit-learn's digits; W2, the small CNN
 (conv 16, conv 32, linear) on a synthetic 20,000-sample 1×28×28 10-class set.
@@ -76,8 +78,9 @@ VARIANTS = {
     "c": "(c)  nbopt, live (terminal)",
     "cn": "(cn) nbopt, live (notebook)",
     "d": "(d)  nbopt, live=False",
+    "c1": "(c1) nbopt, ckpt every epoch",
 }
-WORKER_OF = {"a": "fresh", "b": "fresh", "a*": "nbopt", "c": "nbopt", "d": "nbopt", "cn": "kernel"}
+WORKER_OF = {"a": "fresh", "b": "fresh", "a*": "nbopt", "c": "nbopt", "d": "nbopt", "cn": "kernel", "c1": "nbopt"}
 
 
 def make_recipe(workload: str, epochs: int, seed: int, warmup: bool = False) -> str:
@@ -250,10 +253,10 @@ def run_lightning(workload: str, epochs: int, seed: int, root: str, warmup: bool
             "val_acc": float(trainer.callback_metrics["val_acc"]), "fingerprint": checksum}
 
 
-def run_nbopt(workload: str, epochs: int, seed: int, live: bool, warmup: bool = False) -> dict:
-    """(c), (d) and, inside a kernel, (cn). Fit time is nbopt's own: the wall time of trainer.fit."""
+def run_nbopt(workload: str, epochs: int, seed: int, live: bool, warmup: bool = False, extra: str = "") -> dict:
+    """(c), (c1), (d) and, inside a kernel, (cn). Fit time is nbopt's own: the wall time of trainer.fit."""
     import nbopt
-    recipe = make_recipe(workload, epochs, seed, warmup)
+    recipe = make_recipe(workload, epochs, seed, warmup) + extra
     with Meter() as meter:
         run = nbopt.train(recipe, live=live)
     plan = nbopt.check(recipe)
@@ -269,7 +272,8 @@ def run_variant(variant: str, workload: str, epochs: int, seed: int, root: str, 
         return run_raw(workload, epochs, seed, warmup)
     if variant == "b":
         return run_lightning(workload, epochs, seed, root, warmup)
-    return run_nbopt(workload, epochs, seed, live=variant in ("c", "cn"), warmup=warmup)
+    extra = "checkpoint_every: 1\n" if variant == "c1" else ""
+    return run_nbopt(workload, epochs, seed, live=variant in ("c", "cn", "c1"), warmup=warmup, extra=extra)
 
 
 # -- worker processes -----------------------------------------------------------------------
@@ -458,6 +462,8 @@ def main(argv=None) -> int:
     parser.add_argument("--w1-epochs", type=int, default=None, help="epochs for W1 (default 20; 10 with --quick)")
     parser.add_argument("--w2-epochs", type=int, default=1, help="epochs for W2 (default 1)")
     parser.add_argument("--no-notebook", action="store_true", help="skip (cn), the run inside an IPython kernel")
+    parser.add_argument("--checkpoint-cost", action="store_true",
+                        help="add (c1), nbopt writing last.ckpt after every epoch instead of checkpoint_every: auto")
     parser.add_argument("--no-tuned-raw", action="store_true", help="skip (a*), the raw loop with nbopt's allocator")
     parser.add_argument("--quiet-wait", type=float, default=None,
                         help="seconds to wait for idle CPUs before each measurement (default 20; 0 with --quick)")
@@ -474,7 +480,8 @@ def main(argv=None) -> int:
     retries = args.retries if args.retries is not None else (0 if args.quick else 1)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     epochs_of = {"W1": w1_epochs, "W2": args.w2_epochs}
-    variants = [v for v in VARIANTS if not (v == "cn" and args.no_notebook) and not (v == "a*" and args.no_tuned_raw)]
+    variants = [v for v in VARIANTS if not (v == "cn" and args.no_notebook) and not (v == "a*" and args.no_tuned_raw)
+                and not (v == "c1" and not args.checkpoint_cost)]
 
     tmp = tempfile.mkdtemp(prefix="nbopt-bench-")
     runs_dir, lightning_dir = os.path.join(tmp, "runs"), os.path.join(tmp, "lightning")
@@ -566,7 +573,8 @@ def print_table(workload: str, stats: dict, raw: dict, epochs: int, rounds: int)
     def ratio(x, y, key):
         return stats[x][key] / stats[y][key] if x in stats and y in stats else math.nan
 
-    pairs = [("c", "a"), ("c", "b"), ("c", "d"), ("d", "a"), ("cn", "a"), ("cn", "d"), ("a*", "a"), ("c", "a*")]
+    pairs = [("c", "a"), ("c", "b"), ("c", "d"), ("d", "a"), ("cn", "a"), ("cn", "d"), ("a*", "a"), ("c", "a*"),
+             ("c1", "c")]
     print("  ratios (fit / epoch):  " + "   ".join(
         f"{x}/{y} {ratio(x, y, 'fit'):.2f}/{ratio(x, y, 'epoch'):.2f}" for x, y in pairs if x in stats and y in stats))
     if any(s["clean"] < len(raw[v]) for v, s in stats.items()):
