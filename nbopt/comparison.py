@@ -219,8 +219,12 @@ class Comparison:
                 "time (s)": pd.Series([r.metrics["seconds"] for r in runs]).mean(),
                 "parameters": runs[0].metrics["parameters"],
             })
+            row["status"] = ", ".join(f"{n} {status}" if len(runs) > 1 else status for status, n in
+                                      pd.Series([r.status for r in runs]).value_counts().items())
             rows.append(row)
         table = pd.DataFrame(rows).set_index("variant")
+        if table["status"].isin(["finished", "stopped early", f"{self.repeats} finished"]).all():
+            table = table.drop(columns="status")  # only a run that diverged or was cut short needs saying
         for column in ("best epoch", "epochs run"):  # whole numbers unless averaged over seeds
             values = table[column].dropna()
             if (values == values.round()).all():

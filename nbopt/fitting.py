@@ -21,6 +21,8 @@ from torch.multiprocessing import ProcessRaisedException
 from nbopt import metrics
 from nbopt.callbacks.best_weights import BestWeights
 from nbopt.callbacks.checkpoint import LastCheckpoint
+from nbopt.callbacks.divergence import LOSSES, DivergenceStop, first_nonfinite
+from nbopt.module import RecipeModule
 from nbopt.stages import Fit
 from nbopt.store import RunFolder
 
@@ -50,6 +52,8 @@ class Fitter:
         self.best: BestWeights | None = None
         self.trainer: pl.Trainer | None = None
         self.stopped_early = False
+        self.reported = LOSSES if isinstance(module, RecipeModule) else ()  # the losses that are always logged
+        self.divergence: tuple[int, str, float] | None = None  # (epoch, loss, value) when the losses went NaN/inf
 
     @property
     def forked(self) -> bool:
@@ -63,7 +67,8 @@ class Fitter:
         early = recipe.early_stopping if stage.early_stopping else None
         last = LastCheckpoint(self.folder.path, recipe.checkpoint_every, self.guard,
                               train if hasattr(train, "load_state_dict") else None, run_state)
-        stage_callbacks = [self.recorder, self.guard, *([self.best] if self.best else []), *callbacks, last]
+        stage_callbacks = [self.recorder, DivergenceStop(self.recorder, self.reported), self.guard,
+                           *([self.best] if self.best else []), *callbacks, last]
         if early:
             stage_callbacks.append(EarlyStopping(monitor=self.monitor, patience=early.patience,
                                                  min_delta=early.min_delta, mode=self.mode, check_finite=True))
@@ -88,7 +93,10 @@ class Fitter:
         finally:
             torch.set_num_threads(threads)
         self.trainer = trainer
-        self.stopped_early |= bool(early and trainer.should_stop and not self.guard.requested)
+        self.divergence = first_nonfinite(self.recorder.rows, self.reported)
+        if self.divergence and self.best is not None and self.best.best_state is None and not self.forked:
+            self.best.restore_start()  # forked workers trained copies: this process still holds the start
+        self.stopped_early |= bool(early and trainer.should_stop and not self.guard.requested and not self.divergence)
 
     @property
     def best_epoch(self) -> int | None:
@@ -116,7 +124,7 @@ class Fitter:
         # The workers' Trainer stopped, not this one: fewer epochs than asked, unasked, is early stopping.
         ran = len(self.recorder.rows) - self.recorder.epoch_offset
         self.stopped_early |= bool(self.plan.recipe.early_stopping and not self.guard.requested
-                                   and ran < trainer.max_epochs)
+                                   and ran < trainer.max_epochs and not first_nonfinite(self.recorder.rows))
         if self.best is not None and self.folder.weights.exists():
             self._load_workers_best()
 

@@ -68,6 +68,9 @@ def _check_status(name: str, status: dict, recipe: Recipe, stages: list) -> None
     if state == LIVE:
         raise RecipeError(f"run '{name}' is still running (process {status.get('pid')} on {status.get('host')}); "
                           "resume it once it has stopped")
+    if state == "diverged":
+        raise RecipeError(f"run '{name}' diverged (its losses became NaN or infinite); going on from there would "
+                          "diverge again: train it anew with a lower learning rate or `grad_clip`")
     if state == "stopped early":
         raise RecipeError(f"run '{name}' stopped early (its early stopping ended it); there is nothing to resume")
     if state == "finished" and (recipe.epochs <= trained or not one_fit):

@@ -153,8 +153,9 @@ def load_run(name: str, namespace: dict | None = None) -> Run:
         model = None
     history_file, metrics_file = folder.path / "history.csv", folder.path / "metrics.json"
     history = pd.read_csv(history_file) if history_file.exists() else pd.DataFrame()
-    status = current_status(folder.read_status())
-    metrics, note = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}, ""
+    recorded = folder.read_status()
+    status = current_status(recorded)
+    metrics, note = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}, recorded.get("note") or ""
     if not metrics_file.exists() and model is not None:
         metrics, note = _recomputed_metrics(plan, history, status)
     return Run(name=folder.name, folder=folder.path, recipe=plan.recipe, model=model, history=history,

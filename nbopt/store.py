@@ -12,6 +12,7 @@ import errno
 import io
 import itertools
 import json
+import math
 import os
 import re
 import tempfile
@@ -48,6 +49,29 @@ def runs_folder_errors(path: Path):
         reason = f"{file} is a file, not a folder" if file is not None else exc.strerror or str(exc)
         raise RecipeError(f"cannot write the runs folder {path}: {reason}; set NBOPT_RUNS_DIR to a folder you "
                           "can write") from None
+
+
+def finite_or_none(value):
+    """`value` with every NaN and infinity replaced by None, in nested dicts and lists too."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def json_text(value) -> str:
+    """Strict JSON (no NaN or Infinity, which other tools refuse): a diverged run's missing scores are null."""
+    return json.dumps(finite_or_none(value), indent=2, default=_plain, allow_nan=False)
+
+
+def _plain(value):
+    """numpy and torch scalars as Python numbers (non-finite ones as null); anything else as text."""
+    if hasattr(value, "item"):
+        return finite_or_none(value.item())
+    return str(value)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -127,7 +151,7 @@ class RunFolder:
         with _STATUS_LOCK:
             current = self.read_status()
             current.update(status)
-            atomic_write_text(self.path / "run.json", json.dumps(current, indent=2, default=str))
+            atomic_write_text(self.path / "run.json", json_text(current))
 
     def read_status(self) -> dict:
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import io
-import json
 import shutil
 import tempfile
 import time
@@ -40,7 +39,8 @@ from nbopt.resume import Resume, restore_pruning_masks
 from nbopt.resume import prepare as prepare_resume
 from nbopt.run import Run, recipe_text, remember
 from nbopt.stages import FINISHING, Fit, MakePermanent, Measure, PruneWeights, Quantize, RemoveChannels, total_epochs
-from nbopt.store import RunFolder, atomic_write_bytes, atomic_write_text, runs_folder_errors, runs_root, save_weights
+from nbopt.store import (RunFolder, atomic_write_bytes, atomic_write_text, json_text, runs_folder_errors, runs_root,
+                         save_weights)
 from nbopt.techniques.lr_find import find_lr
 from nbopt.techniques.measure import count_macs, profile
 from nbopt.techniques.prune import ChannelPruner, GradualPruning, make_permanent, measured_sparsity, prune_to
@@ -177,7 +177,8 @@ class _Session:
             self.live_output.start(self.resume.describe() if self.resume else None)
         started = time.perf_counter()
         for index, stage in enumerate(self.stages):
-            if index < first or (self.guard.requested and not isinstance(stage, FINISHING)):
+            stopped = self.guard.requested or self.fitter.divergence
+            if index < first or (stopped and not isinstance(stage, FINISHING)):
                 continue
             self._execute(index, stage, checkpoint if index == first else None)
         self.seconds = time.perf_counter() - started
@@ -240,23 +241,36 @@ class _Session:
     def _status(self) -> str:
         if self.guard.requested:
             return "interrupted"
+        if self.fitter.divergence:
+            return "diverged"
         return "stopped early" if self.fitter.stopped_early else "finished"
+
+    def _note(self, status: str, results: dict) -> str:
+        """One line for a run that did not simply finish: what happened, what was kept, what to try."""
+        rows, kept = self.recorder.rows, results.get("best_epoch")
+        if status == "interrupted":
+            best = self.fitter.best
+            what = f"best weights from epoch {kept}" if best and best.best_state else "the weights so far"
+            return f"Interrupted after {len(rows)} epoch(s): kept {what} and the history."
+        if status == "diverged":
+            epoch, column, value = self.fitter.divergence
+            what = (f"kept the best weights, from epoch {kept}" if kept else
+                    "no epoch had finite losses, so the model holds its starting weights")
+            return (f"Diverged: {column} became {value} in epoch {epoch}; stopped there and {what}. Try a lower "
+                    "learning rate, `grad_clip: 1.0`, or check the data for NaN or huge values.")
+        return ""
 
     def finish(self) -> Run:
         self.heartbeat.stop()
         plan, folder, rows = self.plan, self.folder, self.recorder.rows
         results = self._results()
         status = self._status()
-        note = ""
-        if status == "interrupted":
-            best = self.fitter.best
-            kept = f"best weights from epoch {results['best_epoch']}" if best and best.best_state else \
-                "the weights so far"
-            note = f"Interrupted after {len(rows)} epoch(s): kept {kept} and the history."
+        note = self._note(status, results)
         save_weights(loadable_state(self.target.state_dict()), folder.weights)
         folder.write_status(status=status, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
-                            best=results.get(plan.metric_key), metric=plan.metric_key, epochs_run=len(rows))
-        atomic_write_text(folder.path / "metrics.json", json.dumps(results, indent=2, default=float))
+                            best=results.get(plan.metric_key), metric=plan.metric_key, epochs_run=len(rows),
+                            note=note or None)
+        atomic_write_text(folder.path / "metrics.json", json_text(results))
         run = Run(name=folder.name, folder=folder.path, recipe=self.recipe, model=self.returned_model,
                   history=pd.DataFrame(rows), metrics=results, status=status, metric_key=plan.metric_key,
                   model_label=plan.model.label, data_label=plan.data.description,
@@ -280,7 +294,7 @@ class _Session:
         if self.lr_found is not None:
             results["lr_found"] = self.lr_found
         rows = self.recorder.rows
-        results["best_epoch"] = self.fitter.best_epoch or len(rows) or None
+        results["best_epoch"] = self.fitter.best_epoch or (None if self.fitter.divergence else len(rows) or None)
         results.update(epochs_run=len(rows), seconds=self.seconds,
                        parameters=sum(p.numel() for p in self.target.parameters()))
         if self.fitter.strategy != "auto":  # starting processes and their process group is not training time

@@ -27,6 +27,7 @@ class BestWeights(Callback):
         self.best_value = math.inf if mode == "min" else -math.inf
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.start_state: dict[str, torch.Tensor] | None = None  # for a run that diverges before any good epoch
 
     def is_better(self, value: float) -> bool:
         return value < self.best_value if self.mode == "min" else value > self.best_value
@@ -37,11 +38,22 @@ class BestWeights(Callback):
         value = trainer.callback_metrics.get(self.monitor)
         if value is None or not math.isfinite(float(value)) or not self.is_better(float(value)):
             return
+        loss = trainer.callback_metrics.get("val_loss")
+        if loss is not None and not math.isfinite(float(loss)):  # NaN weights can still score a finite accuracy
+            return
         self.best_value = float(value)
         self.best_epoch = trainer.current_epoch + 1
         self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.target.state_dict().items()}
         if self.path is not None and trainer.is_global_zero:
             save_weights(loadable_state(self.best_state), self.path)
+
+    def on_fit_start(self, trainer, pl_module):
+        self.start_state = {k: v.detach().to("cpu", copy=True) for k, v in self.target.state_dict().items()}
+
+    def restore_start(self) -> None:
+        """Put back the weights the fit started from: nothing better was seen (every epoch diverged)."""
+        if self.start_state is not None:
+            self.target.load_state_dict(self.start_state)
 
     def restore(self) -> bool:
         """Load the best weights into the model; False when no epoch was validated."""

@@ -8,6 +8,8 @@ from nbopt.metrics import split_of
 
 
 def _fmt(value) -> str:
+    if value is None:  # not recorded: a diverged run without a good epoch, a null in metrics.json
+        return "–"
     if isinstance(value, float):
         if math.isnan(value):
             return "–"

@@ -14,17 +14,18 @@ TOP = 10
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, parameters, value, epochs, state, seconds (and the error of a failed one)."""
+    """One row per trial: number, parameters, value, epochs, state, seconds (and the error of a failed one).
+    A diverged trial is pruned in the study (the sampler learns to avoid it) and reads `diverged` here."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.WAITING:
             continue
         row = {"trial": t.number, **t.params, "value": t.value, "epochs": t.user_attrs.get("epochs"),
-               "state": t.state.name.lower(), "seconds": t.user_attrs.get("seconds"),
+               "state": "diverged" if t.user_attrs.get("diverged") else t.state.name.lower(), "seconds": t.user_attrs.get("seconds"),
                "run": t.user_attrs.get("run")}
         if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values:
             row["value"] = t.intermediate_values[max(t.intermediate_values)]
-        if t.state == optuna.trial.TrialState.FAIL:
+        if t.state == optuna.trial.TrialState.FAIL or t.user_attrs.get("diverged"):
             row["error"] = t.user_attrs.get("error")
         rows.append(row)
     return pd.DataFrame(rows)

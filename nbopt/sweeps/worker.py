@@ -140,6 +140,10 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: lis
     value, state = run.metrics.get(metric), None
     if run.status == "interrupted":
         value, state = None, TrialState.FAIL  # not finished: re-running the cell retries it
+    elif run.status == "diverged":  # a bad setting, not a broken sweep: pruned, so the sampler learns to avoid it
+        trial.set_user_attr("diverged", True)
+        trial.set_user_attr("error", run.note)
+        value, state = None, TrialState.PRUNED
     elif reporter.pruned:
         value, state = None, TrialState.PRUNED
     elif value is None or not math.isfinite(value):
