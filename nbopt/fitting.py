@@ -63,9 +63,9 @@ class Fitter:
         """One Trainer fit, from `checkpoint` when resuming; the best weights of this stage (when tracked)
         are restored at its end. `run_state` is what the run's last.ckpt keeps beside Lightning's state."""
         recipe, train = self.plan.recipe, self.plan.data.train
-        self.best = BestWeights(self.target, self.monitor, self.mode, self.folder.weights) if stage.track_best else None
+        self.best = BestWeights(self.target, self.monitor, self.mode, self.folder) if stage.track_best else None
         early = recipe.early_stopping if stage.early_stopping else None
-        last = LastCheckpoint(self.folder.path, recipe.checkpoint_every, self.guard,
+        last = LastCheckpoint(self.folder, recipe.checkpoint_every, self.guard,
                               train if hasattr(train, "load_state_dict") else None, run_state)
         stage_callbacks = [self.recorder, DivergenceStop(self.recorder, self.reported), self.guard,
                            *([self.best] if self.best else []), *callbacks, last]

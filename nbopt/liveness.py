@@ -70,7 +70,8 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stopped.wait(self.interval):
-            self.folder.write_status(heartbeat=time.time())
+            with self.folder.mid_run():
+                self.folder.write_status(heartbeat=time.time())
 
     def stop(self) -> None:
         self._stopped.set()

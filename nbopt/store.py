@@ -74,10 +74,21 @@ def _plain(value):
     return str(value)
 
 
+def _file_mode() -> int:
+    """The mode a plainly created file gets (0666 less the umask): temporary files start private (0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -104,6 +115,21 @@ class RunFolder:
 
     def __init__(self, path: Path):
         self.path = path
+        self.write_error: OSError | None = None  # the first write that failed while the run trained
+        self.on_write_error = None  # called with it once: the run stops (set by the training session)
+
+    @contextlib.contextmanager
+    def mid_run(self):
+        """Writes while a run trains: an OSError (a full disk, a vanished folder) is remembered and stops
+        the run, which then ends `failed` with its model in memory, instead of a traceback from inside
+        Lightning. The files written before stay whole (every write is atomic)."""
+        try:
+            yield
+        except OSError as exc:
+            if self.write_error is None:
+                self.write_error = exc
+                if self.on_write_error is not None:
+                    self.on_write_error(exc)
 
     @staticmethod
     def slug(name: str) -> str:

@@ -91,8 +91,9 @@ class _HistoryWriter(Listener):
         self.folder = folder
 
     def on_epoch(self, recorder, trainer, row):
-        self.folder.write_history(recorder.rows)
-        self.folder.write_status(epochs_run=len(recorder.rows), heartbeat=time.time())
+        with self.folder.mid_run():
+            self.folder.write_history(recorder.rows)
+            self.folder.write_status(epochs_run=len(recorder.rows), heartbeat=time.time())
 
 
 def _open_folder(plan: Plan, name: str | None, resume: Resume | None) -> RunFolder:
@@ -132,6 +133,7 @@ class _Session:
             self.folder = _open_folder(plan, name, self.resume)
         for listener in listeners:
             listener.on_start(self.folder)
+        self.folder.on_write_error = lambda exc: guard.request_stop()
         self.heartbeat = Heartbeat(self.folder)
         self.module, self.target = build_lightning_module(plan)
         self.live = live
@@ -228,8 +230,9 @@ class _Session:
         self.heartbeat.stop()
         if self.fitter.best is not None:
             self.fitter.best.restore()
-        self.folder.write_history(self.recorder.rows)
-        self.folder.write_status(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        with self.folder.mid_run():  # the exception that ended the run is the one to see
+            self.folder.write_history(self.recorder.rows)
+            self.folder.write_status(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
     @property
     def returned_model(self):
@@ -239,6 +242,8 @@ class _Session:
         return self.module if self.plan.model.is_lightning else self.target
 
     def _status(self) -> str:
+        if self.folder.write_error is not None:
+            return "failed"
         if self.guard.requested:
             return "interrupted"
         if self.fitter.divergence:
@@ -252,6 +257,14 @@ class _Session:
             best = self.fitter.best
             what = f"best weights from epoch {kept}" if best and best.best_state else "the weights so far"
             return f"Interrupted after {len(rows)} epoch(s): kept {what} and the history."
+        if status == "failed":
+            error = self.folder.write_error
+            what = f"best weights from epoch {kept}" if self.fitter.best and self.fitter.best.best_state else \
+                "weights of the last step"
+            reason = error.strerror or str(error)
+            return (f"Stopped after {len(rows)} epoch(s): the run's folder could not be written ({reason}); the "
+                    f"returned Run holds the {what}, and {self.folder.path} what was written before. "
+                    "Free some space, or set NBOPT_RUNS_DIR to a folder on another disk.")
         if status == "diverged":
             epoch, column, value = self.fitter.divergence
             what = (f"kept the best weights, from epoch {kept}" if kept else
@@ -266,11 +279,14 @@ class _Session:
         results = self._results()
         status = self._status()
         note = self._note(status, results)
-        save_weights(loadable_state(self.target.state_dict()), folder.weights)
-        folder.write_status(status=status, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
-                            best=results.get(plan.metric_key), metric=plan.metric_key, epochs_run=len(rows),
-                            note=note or None)
-        atomic_write_text(folder.path / "metrics.json", json_text(results))
+        with folder.mid_run():  # each on its own: after a full disk, the small status file may still fit
+            save_weights(loadable_state(self.target.state_dict()), folder.weights)
+        with folder.mid_run():
+            folder.write_status(status=status, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+                                best=results.get(plan.metric_key), metric=plan.metric_key, epochs_run=len(rows),
+                                note=note or None)
+        with folder.mid_run():
+            atomic_write_text(folder.path / "metrics.json", json_text(results))
         run = Run(name=folder.name, folder=folder.path, recipe=self.recipe, model=self.returned_model,
                   history=pd.DataFrame(rows), metrics=results, status=status, metric_key=plan.metric_key,
                   model_label=plan.model.label, data_label=plan.data.description,
@@ -290,7 +306,8 @@ class _Session:
             results = {**{f"float_{k}": v for k, v in scores.items()}, **self.scores(self.quantized)}
             buffer = io.BytesIO()
             torch.save(self.quantized, buffer)  # the whole module: int8 layers have no plain state_dict twin
-            atomic_write_bytes(self.folder.path / "model-int8.pt", buffer.getvalue())
+            with self.folder.mid_run():
+                atomic_write_bytes(self.folder.path / "model-int8.pt", buffer.getvalue())
         if self.lr_found is not None:
             results["lr_found"] = self.lr_found
         rows = self.recorder.rows

@@ -17,15 +17,17 @@ RECIPE = "model: mlp(hidden=[4])\ndata: iris\nepochs: 3\n"
 ADVICE = "; set NBOPT_RUNS_DIR to a folder you can write"
 
 
-def _claim(barrier, names) -> None:
+def _claim(barrier, names, name="same") -> None:
     barrier.wait()
-    names.put(RunFolder.create("same").name)
+    folder = RunFolder.create(name)
+    folder.write_status(name=folder.name, pid=os.getpid())
+    names.put(folder.name)
 
 
 def test_runs_of_one_name_started_at_the_same_moment_get_different_folders(runs_dir):
     context = multiprocessing.get_context("fork")  # the children only make folders: no need to import torch again
     processes = 4
-    for round_ in range(5):
+    for round_ in range(10):
         barrier, names = context.Barrier(processes), context.Queue()
         workers = [context.Process(target=_claim, args=(barrier, names)) for _ in range(processes)]
         for worker in workers:
@@ -36,7 +38,20 @@ def test_runs_of_one_name_started_at_the_same_moment_get_different_folders(runs_
         claimed = sorted(names.get(timeout=5) for _ in range(processes))
         offset = round_ * processes
         assert claimed == sorted(["same" if n == 1 else f"same-{n}" for n in range(offset + 1, offset + 5)])
-    assert len(list(runs_dir.iterdir())) == 20
+    assert len(list(runs_dir.iterdir())) == 40
+    assert all(RunFolder(path).read_status()["name"] == path.name for path in runs_dir.iterdir()), "40 intact folders"
+
+
+def test_unnamed_runs_started_in_the_same_second_get_different_folders(runs_dir):
+    context = multiprocessing.get_context("fork")
+    barrier, names = context.Barrier(4), context.Queue()
+    workers = [context.Process(target=_claim, args=(barrier, names, None)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    claimed = {names.get(timeout=5) for _ in range(4)}
+    assert len(claimed) == 4 and all(name.startswith("run-") for name in claimed)
 
 
 def test_a_file_in_the_way_of_a_new_folder_is_skipped(runs_dir):
@@ -122,9 +137,49 @@ def test_a_failed_write_keeps_the_previous_file_and_no_temporary_file(tmp_path, 
 
 def test_history_that_cannot_be_written_mid_run_keeps_the_epochs_written_before(train, runs_dir, monkeypatch):
     _failing_replace(monkeypatch, "history.csv", after=1)
-    with pytest.raises(OSError, match=os.strerror(errno.EIO)):
-        train(RECIPE + "name: flaky\n")
+    run = train(RECIPE + "name: flaky\n")
+    assert run.status == "failed" and len(run.history) == 2, "stopped after the epoch whose write failed"
+    assert f"the run's folder could not be written ({os.strerror(errno.EIO)})" in run.note
     folder = runs_dir / "flaky"
     history = pd.read_csv(folder / "history.csv")
     assert list(history["epoch"]) == [1]
     assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MB file system (tmpfs) for the runs folder; skipped where mounting is not allowed."""
+    import subprocess
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_disk_that_fills_up_mid_run_returns_the_run_in_memory_as_failed(train, small_disk, monkeypatch):
+    """About 130,000 weights: best.pt (500 KB) fits once on the 1 MB disk, last.ckpt (weights, Adam's two
+    moments and the best weights: 2.5 MB) never does. The run stops after epoch 1, keeps what was written,
+    and returns its model."""
+    monkeypatch.setenv("NBOPT_RUNS_DIR", str(small_disk / "runs"))
+    run = train("model: mlp(hidden=[256, 256, 128])\ndata: digits\nepochs: 5\ncheckpoint_every: 1\nname: full\n")
+    assert run.status == "failed" and len(run.history) == 1
+    assert run.note.startswith("Stopped after 1 epoch(s): the run's folder could not be written (No space left on "
+                               "device); the returned Run holds the best weights from epoch 1")
+    from sklearn.datasets import load_digits
+    assert run.metrics["val_acc"] > 0.5 and tuple(run.predict(load_digits().data[:4]).shape) == (4, 10)
+    folder = small_disk / "runs" / "full"
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
+    assert list(pd.read_csv(folder / "history.csv")["epoch"]) == [1]
+    assert (folder / "recipe.yaml").read_text().startswith("model: mlp")
+
+
+def test_run_files_follow_the_umask_like_any_other_file(train, runs_dir):
+    run = train(RECIPE)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert umask != 0o077, "the check needs a umask other than the private one"
+    modes = {path.name: path.stat().st_mode & 0o777 for path in run.folder.iterdir() if path.is_file()}
+    assert modes and set(modes.values()) == {0o666 & ~umask}, modes

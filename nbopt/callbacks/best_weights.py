@@ -7,23 +7,22 @@ hooks, and are written atomically so a dying kernel never leaves a half-written 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import torch
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
-from nbopt.store import save_weights
+from nbopt.store import RunFolder, save_weights
 
 
 class BestWeights(Callback):
-    def __init__(self, target: nn.Module, monitor: str = "val_loss", mode: str = "min", path: Path | None = None):
+    def __init__(self, target: nn.Module, monitor: str = "val_loss", mode: str = "min",
+                 folder: RunFolder | None = None):
         if mode not in ("min", "max"):
             raise ValueError(f"`mode` can be min or max, got {mode}")
         self.target = target
         self.monitor = monitor
         self.mode = mode
-        self.path = path
+        self.folder = folder  # where best.pt goes
         self.best_value = math.inf if mode == "min" else -math.inf
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -44,8 +43,9 @@ class BestWeights(Callback):
         self.best_value = float(value)
         self.best_epoch = trainer.current_epoch + 1
         self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.target.state_dict().items()}
-        if self.path is not None and trainer.is_global_zero:
-            save_weights(loadable_state(self.best_state), self.path)
+        if self.folder is not None and trainer.is_global_zero:
+            with self.folder.mid_run():
+                save_weights(loadable_state(self.best_state), self.folder.weights)
 
     def on_fit_start(self, trainer, pl_module):
         self.start_state = {k: v.detach().to("cpu", copy=True) for k, v in self.target.state_dict().items()}

@@ -26,7 +26,7 @@ AUTO_INTERVAL_S = 10.0  # `checkpoint_every: auto`: at most one checkpoint this 
 
 
 class LastCheckpoint(Checkpoint):
-    """Writes ``folder/last.ckpt`` at the end of every `every`-th epoch and at a stage's last epoch;
+    """Writes ``last.ckpt`` into the run's folder (a RunFolder) at the end of every `every`-th epoch and at a stage's last epoch;
     ``every="auto"``: at the end of an epoch when AUTO_INTERVAL_S have passed since the last write.
 
     Writing costs a few milliseconds, an eighth of an epoch of the digits MLP, so short epochs are
@@ -36,8 +36,8 @@ class LastCheckpoint(Checkpoint):
     the run's state outside this fit.
     """
 
-    def __init__(self, folder: Path, every: int | str, guard, batches=None, extra: dict | None = None):
-        self.path = Path(folder) / LAST
+    def __init__(self, folder, every: int | str, guard, batches=None, extra: dict | None = None):
+        self.folder, self.path = folder, folder.path / LAST
         self.every, self.guard, self.batches = every, guard, batches
         self.extra = dict(extra or {})
         self._written = time.monotonic()
@@ -52,13 +52,20 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer, pl_module):
         # An interrupt ends an epoch after its current step: a cut-short epoch is no place to resume from.
-        if self.guard.requested or not self._due(trainer):
+        if self.guard.requested or not _agreed(trainer, self._due(trainer)):
             return
         partial = self.path.with_name(f".{LAST}.{os.getpid()}.tmp")
-        trainer.save_checkpoint(partial)
-        if trainer.is_global_zero:
-            os.replace(partial, self.path)
+        with self.folder.mid_run():
+            try:
+                trainer.save_checkpoint(partial)
+                if trainer.is_global_zero:
+                    os.replace(partial, self.path)
+            except OSError:
+                partial.unlink(missing_ok=True)  # a half-written checkpoint would only fill the disk further
+                raise
         self._written = time.monotonic()
+        if _agreed(trainer, self.folder.write_error is not None):
+            trainer.should_stop = True  # a full disk: stop now, not after a step of the next epoch
 
     def state_dict(self) -> dict:
         state = {"rng": random_state(), "run": self.extra}
@@ -70,6 +77,12 @@ class LastCheckpoint(Checkpoint):
         set_random_state(state["rng"])
         if self.batches is not None and "batches" in state:
             self.batches.load_state_dict(state["batches"])
+
+
+def _agreed(trainer, decision: bool) -> bool:
+    """True when any process decides so: all ranks must save (a collective) or stop together, or wait forever.
+    Time-based decisions (`checkpoint_every: auto`) can differ between ranks by a hair."""
+    return trainer.strategy.reduce_boolean_decision(decision, all=False) if trainer.world_size > 1 else decision
 
 
 def random_state() -> dict:

@@ -37,6 +37,10 @@ class InterruptGuard(Callback):
             self.requested = True
             trainer.should_stop = True
 
+    def on_train_epoch_end(self, trainer, pl_module):
+        """A stop asked for during an epoch's end (a write that failed) stops before the next epoch."""
+        self.on_train_batch_end(trainer, pl_module, None, None, None)
+
     def release(self) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)

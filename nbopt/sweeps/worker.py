@@ -140,6 +140,9 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: lis
     value, state = run.metrics.get(metric), None
     if run.status == "interrupted":
         value, state = None, TrialState.FAIL  # not finished: re-running the cell retries it
+    elif run.status == "failed":  # its folder could not be written (a full disk): the result is not safe
+        trial.set_user_attr("error", run.note)
+        value, state = None, TrialState.FAIL
     elif run.status == "diverged":  # a bad setting, not a broken sweep: pruned, so the sampler learns to avoid it
         trial.set_user_attr("diverged", True)
         trial.set_user_attr("error", run.note)
