@@ -17,6 +17,7 @@ from nbopt.components import Component
 from nbopt.compression import plan_stages
 from nbopt.data.builtin import DATASETS
 from nbopt.data.resolve import DataBundle, resolve_data
+from nbopt.data.validate import quoted
 from nbopt.environment import in_notebook, notebook_namespace
 from nbopt.errors import RecipeError, shown
 from nbopt.metrics import task_metric
@@ -185,6 +186,7 @@ def check(recipe: str | dict | Recipe, namespace: dict | None = None, *, interac
                           "LightningModule's training_step does not expect; use image transforms only",
                           key="augment", line=recipe.line("augment"))
     surgery = apply_surgery(model.net, recipe)
+    _check_trainable(model, recipe)
     teacher = resolve_teacher(recipe, namespace, data) if recipe.distill else None
     if recipe.quantize and model.is_lightning:
         raise RecipeError("quantize works on plain nn.Module models; quantize your LightningModule's network "
@@ -198,6 +200,17 @@ def check(recipe: str | dict | Recipe, namespace: dict | None = None, *, interac
     else:
         _check_forward(plan)
     return plan
+
+
+def _check_trainable(model: ResolvedModel, recipe: Recipe) -> None:
+    """An optimizer needs weights to move; without any, torch would refuse deep inside Lightning."""
+    parameters = list(model.net.parameters())
+    if any(p.requires_grad for p in parameters):
+        return
+    found = (f"its {sum(p.numel() for p in parameters):,} parameters are all frozen (requires_grad=False)"
+             if parameters else f"{type(model.net).__name__} has no parameters")
+    raise RecipeError(f"'{model.label}' has nothing to train: {found}; give it a layer with weights (nn.Linear, "
+                      "nn.Conv2d) or unfreeze them", key="model", line=recipe.line("model"))
 
 
 def _check_own_steps(plan: Plan) -> None:
@@ -303,6 +316,12 @@ def _check_balance(plan: Plan) -> None:
     if recipe.balance == "weights" and plan.model.is_lightning:
         raise RecipeError("your LightningModule computes its own loss, which nbopt cannot weigh; use "
                           "balance: oversample, or give your loss class weights", key="balance", line=line)
+    absent = [i for i, count in enumerate(data.class_counts) if count == 0]
+    if recipe.balance == "weights" and absent:
+        name = data.classes[absent[0]] if data.classes is not None else absent[0]
+        raise RecipeError(f"class {quoted(name)} has no samples in the training split, so `weights` has nothing to "
+                          "weigh it by (and a validation batch of it alone would score NaN); give it more samples, or "
+                          "use balance: oversample", key="balance", line=line)
 
 
 def _check_forward(plan: Plan) -> None:

@@ -15,13 +15,15 @@ from nbopt.errors import RecipeError, closest, shown
 from nbopt.techniques.activations import ACTIVATIONS
 from nbopt.techniques.augment import AUGMENTATIONS
 from nbopt.techniques.losses import LOSSES
-from nbopt.techniques.optimizers import OPTIMIZERS
+from nbopt.techniques.optimizers import check_optimizer
 from nbopt.techniques.schedulers import check_schedule
 from nbopt.techniques.scores import check_metrics
 from nbopt.yamltext import load_yaml
 
-PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true",
-              "transformer-engine")
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
+# Lightning's precisions that keep the weights in another type: nbopt scores, predicts and saves in float32
+_OTHER_WEIGHTS = {"64-true": "float64", "64": "float64", "16-true": "float16", "bf16-true": "bfloat16",
+                  "transformer-engine": "bfloat16"}
 
 _OTHER_MAGIC_KEYS = {"variants": "%%nbopt compare", "search": "%%nbopt sweep"}
 _COMPONENT_KEYS = ("optimizer", "loss", "activation")
@@ -159,7 +161,8 @@ class Recipe(BaseModel):
                                     examples=[1.0])
     accumulate: int = Field(1, ge=1, description="accumulate gradients over this many batches per optimizer "
                             "step", examples=[4])
-    precision: str = Field("32-true", description="numeric precision, as Lightning names it",
+    precision: str = Field("32-true", description="numeric precision, as Lightning names it: 32-true, or "
+                           "16-mixed / bf16-mixed (float32 weights, faster on a GPU)",
                            examples=["bf16-mixed"])
     checkpoint_every: int | Literal["auto"] = Field(
         "auto", description="epochs between full checkpoints (last.ckpt in the run's folder) that `--resume NAME` "
@@ -281,7 +284,7 @@ def _as_recipe_error(exc: ValidationError, lines: dict) -> RecipeError:
 
 
 def _check_components(recipe: Recipe) -> None:
-    OPTIMIZERS.resolve(recipe.optimizer, "optimizer", recipe.line("optimizer"))
+    check_optimizer(recipe.optimizer, "optimizer", recipe.line("optimizer"))
     if recipe.loss is not None:
         LOSSES.resolve(recipe.loss, "loss", recipe.line("loss"))
     if recipe.activation is not None:
@@ -291,6 +294,11 @@ def _check_components(recipe: Recipe) -> None:
     check_metrics(recipe.metrics, recipe.line("metrics"))
     if recipe.scheduler:
         check_schedule(recipe.scheduler, recipe.epochs, recipe.line("scheduler"))
+    if recipe.precision in _OTHER_WEIGHTS:
+        raise RecipeError(f"precision '{recipe.precision}' keeps the weights in {_OTHER_WEIGHTS[recipe.precision]}, "
+                          "but nbopt scores, predicts and saves runs in float32; use 32-true, or 16-mixed / "
+                          "bf16-mixed for speed (float32 weights, faster on a GPU)", key="precision",
+                          line=recipe.line("precision"))
     if recipe.precision not in PRECISIONS:
         guess = closest(recipe.precision, PRECISIONS)
         raise RecipeError(f"unknown precision '{recipe.precision}'" + (f" — did you mean '{guess}'?" if guess else

@@ -144,8 +144,9 @@ SPACE_ERRORS = {
         "model.hidden takes values like [32]: make each choice such a value"),
     "optimizer arguments of the wrong kind": (
         "  optimizer.betas: uniform(0.8, 0.99)\n", {},
-        "search.optimizer.betas (line 7): the bound 0.8 makes adam fail (TypeError: 'float' object is not "
-        "subscriptable); optimizer.betas takes values like [0.9, 0.999]: search a list of such values"),
+        "search.optimizer.betas (line 7): the bound 0.8 makes an invalid recipe: optimizer (line 5): adam(lr=0.01, "
+        "betas=0.8) cannot be built: torch says \"'float' object is not subscriptable\"; give that argument a valid "
+        "value (see torch.optim.Adam); optimizer.betas takes values like [0.9, 0.999]: search a list of such values"),
     "fractions for a whole-number setting": (
         "  batch_size: uniform(16, 64)\n", {},
         "search.batch_size (line 7): a fraction such as 40.5 makes an invalid recipe: batch_size (line 4): must be "

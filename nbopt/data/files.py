@@ -82,14 +82,27 @@ def frame_arrays(frame: pd.DataFrame, recipe, label: str, kind: str = "DataFrame
     if recipe.target not in frame.columns:
         raise RecipeError(unknown_name_message("column", recipe.target, [str(c) for c in frame.columns]),
                           key="target", line=line)
-    features = frame.drop(columns=[recipe.target])
-    gaps = [str(c) for c in features.columns if _numeric(features[c]) and features[c].isna().any()]
-    if gaps:
-        raise RecipeError(f"column(s) {', '.join(map(repr, gaps))} of '{label}' have missing values; "
-                          "fill or drop them before training", key="data", line=recipe.line("data"))
-    inputs, x = FrameInputs.fit(features)
+    features = frame.drop(columns=[recipe.target])  # NaN in a number column stays NaN: refused with its place
+    inputs, x = _encoded(features, label, recipe.line("data"))
     description = f"{label}: {kind}, {len(frame):,} rows, {x.shape[1]} feature columns → '{recipe.target}'"
     return x, frame[recipe.target].to_numpy(copy=True), description, inputs
+
+
+def _encoded(features: pd.DataFrame, label: str, line: int | None) -> tuple[FrameInputs, np.ndarray]:
+    """The feature columns one-hot encoded; a table without any, or with cells that are neither numbers
+    nor categories (complex numbers, lists), is refused naming them."""
+    if features.shape[1] == 0:
+        raise RecipeError(f"'{label}' has no columns besides the target; give it feature columns to learn from",
+                          key="data", line=line)
+    complex_ = [str(c) for c in features.columns if pd.api.types.is_complex_dtype(features[c])]
+    if complex_:
+        raise RecipeError(f"column(s) {', '.join(map(repr, complex_))} of '{label}' hold complex numbers; give "
+                          "their real and imaginary parts as separate columns", key="data", line=line)
+    try:
+        return FrameInputs.fit(features)
+    except (TypeError, ValueError) as exc:  # pandas cannot one-hot encode cells such as lists
+        raise RecipeError(f"cannot encode the feature columns of '{label}' ({str(exc).strip()[:80]}); give each cell "
+                          "a number or a category", key="data", line=line) from None
 
 
 def _read(path: str, kind: str, reader) -> TableData:

@@ -22,7 +22,10 @@ from nbopt.data.files import TableData, frame_arrays
 from nbopt.data.image_files import ImageInputs
 from nbopt.data.images import ImageFolder
 from nbopt.data.loaders import TensorBatches
-from nbopt.errors import RecipeError
+from nbopt.data.targets import clean_targets, detect_task, encode_like, encode_targets
+from nbopt.data.validate import (check_batch_inputs, check_batch_targets, check_classes, check_dataset, check_finite,
+                                 check_samples, check_split, first_pair, numeric_inputs)
+from nbopt.errors import RecipeError, shown
 from nbopt.namespace import Reference
 from nbopt.recipe import Recipe
 from nbopt.techniques.balance import balanced_draws
@@ -94,7 +97,8 @@ def resolve_data(ref: Reference, recipe: Recipe) -> DataBundle:
         return _from_datamodule(obj, recipe, ref.label)
     if isinstance(obj, (tuple, list)) and len(obj) in (2, 3):
         if len(obj) == 2 and all(_is_array(part) for part in obj):
-            return _from_arrays(_tensor(obj[0], torch.float32), _tensor(obj[1]), recipe, f"{ref.label}: arrays")
+            columns = list(obj[0].columns) if _is_dataframe(obj[0]) else None
+            return _from_arrays(obj[0], obj[1], recipe, f"{ref.label}: arrays", columns=columns)
         if all(isinstance(part, (Dataset, DataLoader)) for part in obj):
             return _from_splits(list(obj), recipe, ref.label)
     if isinstance(obj, TensorDataset) and len(obj.tensors) == 2:
@@ -112,88 +116,49 @@ def _is_dataframe(obj) -> bool:
     return type(obj).__name__ == "DataFrame" and hasattr(obj, "columns")
 
 
-def _writable(values):
-    """A copy of a read-only NumPy array (pandas' copy-on-write hands those out); torch needs writable."""
-    if isinstance(values, np.ndarray) and not values.flags.writeable:
-        return values.copy()
-    return values
-
-
-def _tensor(values, dtype=None) -> torch.Tensor:
-    if hasattr(values, "to_numpy"):
-        values = _writable(values.to_numpy())
-    if isinstance(values, np.ndarray) and values.dtype.kind in "OUS":
-        return values  # labels as strings: encoded by _targets
-    tensor = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values)
-    return tensor.to(dtype) if dtype is not None else tensor
-
-
-def detect_task(y) -> str:
-    """Whole-number or text targets are classes; fractional numbers are regression."""
-    if isinstance(y, np.ndarray) and y.dtype.kind in "OUSb":
-        return "classification"
-    y = torch.as_tensor(y)
-    if not y.dtype.is_floating_point:
-        return "classification"
-    return "regression"
-
-
-def _targets(y, task: str, line: int | None):
-    """Class targets as 0..K-1 longs (with the original labels), regression targets as floats."""
-    if task == "regression":
-        if isinstance(y, np.ndarray) and y.dtype.kind in "OUS":
-            raise RecipeError("the targets are text, which cannot be regressed; use task: classification",
-                              key="task", line=line)
-        y = torch.as_tensor(y).float()
-        return (y, None) if y.ndim == 1 or y.shape[1] > 1 else (y[:, 0], None)
-    values = np.asarray(y.numpy() if isinstance(y, torch.Tensor) else y)
-    if values.ndim > 1:
-        raise RecipeError(f"classification targets must be one label per sample, got shape {list(values.shape)}",
-                          key="data", line=line)
-    if values.dtype.kind == "f" and not np.all(np.mod(values, 1) == 0):
-        raise RecipeError("the targets have fractional values; use task: regression", key="task", line=line)
-    labels, encoded = np.unique(values, return_inverse=True)
-    if labels.dtype.kind in "iuf" and np.array_equal(labels, np.arange(len(labels))):
-        return torch.as_tensor(values.astype(np.int64)), None
-    return torch.as_tensor(encoded.astype(np.int64)), labels.tolist()
-
-
-def _split(x, y, fraction: float, seed: int, stratify: bool):
+def _split(x, y, fraction: float, seed: int, stratify: bool, part: str, line: int | None):
+    """`fraction` of the samples held out as `part` (validation or test), by class where each has two."""
     index = np.arange(len(x))
     labels = y.numpy() if stratify else None
     if stratify and np.min(np.bincount(labels)) < 2:
         labels = None  # a class with one sample cannot be stratified
+    classes = 0 if labels is None else len(np.unique(labels))
+    check_split(len(index), fraction, classes, part, "test_split" if part == "test" else "val_split", line)
     keep, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=labels)
     keep, held = torch.as_tensor(keep), torch.as_tensor(held)
     return (x[keep], y[keep]), (x[held], y[held])
 
 
-def _from_arrays(x, y, recipe: Recipe, description: str, test=None) -> DataBundle:
+def _from_arrays(x, y, recipe: Recipe, description: str, test=None, *, inputs: str = "X",
+                 columns: list | None = None, target: str | None = None) -> DataBundle:
+    """In-memory samples, checked (numbers, finite, enough of them, two classes at least), then split.
+    `inputs` names them in messages, `columns` their features, `target` the table column y came from."""
     line = recipe.line("data")
-    if isinstance(x, np.ndarray) and x.dtype.kind in "OUS":
-        raise RecipeError("the inputs contain text; convert them to numbers first", key="data", line=line)
-    x = torch.as_tensor(_writable(x)).float()
-    y = _writable(y)
-    task = recipe.task or detect_task(y)
-    y, classes = _targets(y, task, recipe.line("task"))
-    if len(x) != len(y):
-        raise RecipeError(f"X has {len(x)} samples but y has {len(y)}", key="data", line=line)
+    x = numeric_inputs(x, inputs, line)
+    key, noun = ("target", f"column {shown(target)}") if target else ("data", "y")
+    values = clean_targets(y, noun, key, recipe.line(key) or line)
+    if len(x) != len(values):
+        raise RecipeError(f"X has {len(x)} samples but y has {len(values)}", key="data", line=line)
+    check_samples(len(x), inputs, line)
+    check_finite(x, inputs, line, columns)
+    task = recipe.task or detect_task(values)
+    y, classes = encode_targets(values, task, recipe.line("task"), line)
+    num_classes = None
+    if task == "classification":
+        num_classes = len(classes) if classes is not None else int(y.max()) + 1
+        check_classes(num_classes, classes or list(range(num_classes)), len(y), line)
     stratify = task == "classification"
     if test is None and recipe.test_split > 0:
-        (x, y), (tx, ty) = _split(x, y, recipe.test_split, recipe.seed, stratify)
-        test = (tx, ty)
+        (x, y), test = _split(x, y, recipe.test_split, recipe.seed, stratify, "test", line)
     elif test is not None:
-        test = (torch.as_tensor(test[0]).float(), _targets(test[1], task, line)[0])
-    (tr_x, tr_y), (va_x, va_y) = _split(x, y, recipe.val_split / (1 - recipe.test_split if test is not None and
-                                                                  recipe.test_split > 0 else 1),
-                                        recipe.seed, stratify)
+        test = (numeric_inputs(test[0], "the test split's X", line),
+                encode_like(clean_targets(test[1], "the test split's y", "data", line), task, classes, line))
+    fraction = recipe.val_split / (1 - recipe.test_split if test is not None and recipe.test_split > 0 else 1)
+    (tr_x, tr_y), (va_x, va_y) = _split(x, y, fraction, recipe.seed, stratify, "validation", line)
     splits = {"train": (tr_x, tr_y), "val": (va_x, va_y)}
     if test is not None:
         splits["test"] = test
     normalization = None if recipe.normalize == "none" else Normalization(*_statistics(tr_x, recipe))
-    num_classes = int(y.max()) + 1 if task == "classification" else None
-    if task == "classification" and classes is not None:
-        num_classes = len(classes)
     batches = {name: _batches(name, sx.contiguous(), sy.contiguous(), recipe, task)
                for name, (sx, sy) in splits.items()}
     return DataBundle(
@@ -226,7 +191,8 @@ def _statistics(x: torch.Tensor, recipe: Recipe) -> tuple[torch.Tensor, torch.Te
 
 def _from_dataframe(frame, recipe: Recipe, label: str, kind: str = "DataFrame") -> DataBundle:
     x, y, description, inputs = frame_arrays(frame, recipe, label, kind)
-    bundle = _from_arrays(x, y, recipe, description)
+    bundle = _from_arrays(x, y, recipe, description, inputs=f"'{label}'", columns=inputs.encoded,
+                          target=recipe.target)
     bundle.inputs = inputs
     return bundle
 
@@ -259,10 +225,12 @@ def _image_splits(folder: ImageFolder, recipe: Recipe) -> dict[str, torch.Tensor
     given = {name: torch.as_tensor(index) for name, index in folder.splits.items()}
     train = given.pop("train")
     if "test" not in given and recipe.test_split > 0:
-        (train, _), (given["test"], _) = _split(train, folder.labels[train], recipe.test_split, recipe.seed, True)
+        (train, _), (given["test"], _) = _split(train, folder.labels[train], recipe.test_split, recipe.seed, True,
+                                                "test", recipe.line("data"))
     if "val" not in given:
         fraction = recipe.val_split / (1 - recipe.test_split) if recipe.test_split > 0 else recipe.val_split
-        (train, _), (given["val"], _) = _split(train, folder.labels[train], fraction, recipe.seed, True)
+        (train, _), (given["val"], _) = _split(train, folder.labels[train], fraction, recipe.seed, True,
+                                               "validation", recipe.line("data"))
     return {"train": train, "val": given["val"], **({"test": given["test"]} if "test" in given else {})}
 
 
@@ -270,6 +238,9 @@ def _from_splits(parts: list, recipe: Recipe, label: str) -> DataBundle:
     tensors = [part.tensors if isinstance(part, TensorDataset) and len(part.tensors) == 2 else None for part in parts]
     if all(t is not None for t in tensors):
         return _from_tensor_splits(tensors, recipe, f"{label}: TensorDatasets")
+    for name, part in zip(("training", "validation", "test"), parts):
+        if not isinstance(part, DataLoader) and hasattr(part, "__len__"):
+            check_dataset(len(part), name, recipe.line("data"))
     generator = torch.Generator().manual_seed(recipe.seed)
     loaders = [part if isinstance(part, DataLoader) else
                DataLoader(part, batch_size=recipe.batch_size, shuffle=(i == 0), generator=generator)
@@ -279,19 +250,32 @@ def _from_splits(parts: list, recipe: Recipe, label: str) -> DataBundle:
 
 
 def _from_tensor_splits(tensors: list, recipe: Recipe, description: str) -> DataBundle:
-    (x, y), (vx, vy) = tensors[0], tensors[1]
-    task = recipe.task or detect_task(y)
-    splits = {"train": (x.float(), _targets(y, task, None)[0]), "val": (vx.float(), _targets(vy, task, None)[0])}
-    if len(tensors) > 2:
-        splits["test"] = (tensors[2][0].float(), _targets(tensors[2][1], task, None)[0])
-    normalization = None if recipe.normalize == "none" else Normalization(*_statistics(splits["train"][0], recipe))
-    y_all = torch.cat([splits["train"][1], splits["val"][1]])
-    num_classes = int(y_all.max()) + 1 if task == "classification" else None
+    """TensorDatasets used as given, each checked; their targets are encoded together, so that a label
+    is the same class in every split."""
+    line = recipe.line("data")
+    xs, ys = [], []
+    for part, (x, y) in zip(("training", "validation", "test"), tensors):
+        check_dataset(len(x), part, line)
+        xs.append(numeric_inputs(x, f"the {part} Dataset's X", line))
+        check_finite(xs[-1], f"the {part} Dataset's X", line)
+        ys.append(clean_targets(y, f"the {part} Dataset's y", "data", line))
+    if len({v.shape[1:] for v in ys}) > 1:
+        shapes = ", ".join(str(list(v.shape[1:])) for v in ys)
+        raise RecipeError(f"the targets differ in shape between the splits ({shapes} per sample); give every split "
+                          "the same kind of targets", key="data", line=line)
+    task = recipe.task or detect_task(ys[0])
+    y, classes = encode_targets(np.concatenate(ys), task, recipe.line("task"), line)
+    splits = dict(zip(("train", "val", "test"), zip(xs, torch.split(y, [len(v) for v in ys]))))
+    num_classes = None
+    if task == "classification":
+        num_classes = len(classes) if classes is not None else int(y.max()) + 1
+        check_classes(num_classes, classes or list(range(num_classes)), len(y), line)
+    normalization = None if recipe.normalize == "none" else Normalization(*_statistics(xs[0], recipe))
     batches = {name: _batches(name, sx, sy, recipe, task) for name, (sx, sy) in splits.items()}
-    return DataBundle(batches["train"], batches["val"], batches.get("test"), tuple(x.shape[1:]), task,
+    return DataBundle(batches["train"], batches["val"], batches.get("test"), tuple(xs[0].shape[1:]), task,
                       num_classes or (1 if y.ndim == 1 else y.shape[1]), num_classes,
                       {name: len(sx) for name, (sx, _) in splits.items()}, description, True, normalization,
-                      class_counts=_class_counts(splits["train"][1], task, num_classes))
+                      classes, class_counts=_class_counts(splits["train"][1], task, num_classes))
 
 
 def _from_datamodule(dm: pl.LightningDataModule, recipe: Recipe, label: str) -> DataBundle:
@@ -309,28 +293,27 @@ def _from_datamodule(dm: pl.LightningDataModule, recipe: Recipe, label: str) -> 
 
 def _from_loaders(train, val, test, recipe: Recipe, description: str, classes_hint: int | None = None
                   ) -> DataBundle:
+    """Loaders used as given. Their first batches are checked (the rest would take a pass over the data);
+    they reach the model and the loss as they come, so their types must be the ones those take."""
     line = recipe.line("data")
-    try:
-        x, y = _first_batch(train)
-    except (TypeError, ValueError) as exc:
-        raise RecipeError(f"the training batches must be (inputs, targets) pairs: {exc}", key="data",
-                          line=line) from None
-    task = recipe.task or detect_task(y)
+    x, y = first_pair(train, "training", line)
+    for part, (bx, by) in (("training", (x, y)), ("validation", first_pair(val, "validation", line))):
+        check_finite(bx, f"the first {part} batch's X", line)
+        clean_targets(by, f"the first {part} batch's y", "data", line)
+    check_batch_inputs(x, recipe.normalize != "none", line)
+    # batches cannot be encoded again, so float targets (one-hot ones too) are regressed as they come
+    task = recipe.task or ("regression" if y.is_floating_point() else "classification")
+    check_batch_targets(y, task, line)
     num_classes = None
     if task == "classification":
         num_classes = classes_hint or _count_classes(train, val)
+        check_classes(num_classes, None, _size(train) + _size(val), line)
     notes = ["batches come from your DataLoaders: their batch size and workers apply"]
     normalization = None if recipe.normalize == "none" else Normalization(*_loader_statistics(train, recipe))
     return DataBundle(train, val, test, tuple(x.shape[1:]), task,
                       num_classes or (1 if y.ndim == 1 else y.shape[1]), num_classes,
                       {"train": _size(train), "val": _size(val), **({"test": _size(test)} if test else {})},
                       description, False, normalization, notes=notes)
-
-
-def _first_batch(loader):
-    batch = next(iter(loader))
-    x, y = batch[0], batch[1]
-    return torch.as_tensor(x), torch.as_tensor(y)
 
 
 def _count_classes(*loaders) -> int:
@@ -350,6 +333,7 @@ def _count_classes(*loaders) -> int:
 def _loader_statistics(loader, recipe: Recipe, max_batches: int = 50):
     """Training-split statistics from up to `max_batches` batches (enough for a stable estimate)."""
     sample = torch.cat([torch.as_tensor(b[0]).float() for b in itertools.islice(loader, max_batches)])
+    check_finite(sample, f"a sample of {len(sample):,} training inputs", recipe.line("data"))
     return _statistics(sample, recipe)
 
 

@@ -52,7 +52,9 @@ class _TrialReporter(Listener):
 
     def on_epoch(self, recorder, trainer, row) -> None:
         try:
-            for earlier in recorder.rows:  # a resumed run's first epoch brings those before the crash along
+            # A resumed run's first epoch brings those before the crash along. (Forked DDP workers' rows
+            # reach this process one by one, beside a recorder that only fills up when the fit ends.)
+            for earlier in [*recorder.rows, row]:
                 if earlier["epoch"] not in self.reported:
                     self._report(earlier)
         except optuna.exceptions.UpdateFinishedTrialError:

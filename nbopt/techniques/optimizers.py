@@ -5,6 +5,7 @@ import inspect
 
 import torch
 
+from nbopt.errors import RecipeError, shown
 from nbopt.registry import Registry, params_of
 
 OPTIMIZERS = Registry("optimizer", "optimizer")
@@ -37,6 +38,20 @@ def build_optimizer(component, parameters, key="optimizer", line=None, *, fused_
         except (RuntimeError, ValueError, TypeError):  # a device or dtype without fused kernels
             pass
     return entry.build(parameters, **kwargs)
+
+
+def check_optimizer(component, key: str = "optimizer", line: int | None = None) -> None:
+    """Build the optimizer on a dummy parameter, so that torch refusing an argument (`lr=-0.1`,
+    `momentum=-1`) is a RecipeError before training, not a traceback from inside Lightning. `fused`
+    is left out: whether it works depends on the device the run trains on."""
+    entry, kwargs = OPTIMIZERS.resolve(component, key, line)
+    kwargs.pop("fused", None)
+    try:
+        entry.build([torch.nn.Parameter(torch.zeros(2, 2))], **kwargs)  # 2-D: muon takes matrices only
+    except (ValueError, TypeError, RuntimeError, OverflowError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecipeError(f"{component} cannot be built: torch says {shown(reason, 120)}; give that argument a "
+                          f"valid value (see torch.optim.{entry.build.__name__})", key=key, line=line) from None
 
 
 def learning_rate(component) -> float:
