@@ -79,26 +79,29 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
     if jobs == 1:
         run_trials(optuna_study, guard=guard, board=board, **work)
     else:
-        _run_workers(store, name, sampler, pruner, epochs, seed, jobs, work, board, guard)
+        _run_workers(url, name, sampler, pruner, epochs, seed, jobs, work, board, guard)
     result = Sweep(optuna_study, metric, masked(url), namespace, interrupted=guard.requested)
     if board is not None:
         board.close(repr(result), result._repr_html_())
     return result
 
 
-def _worker_main(storage, name, sampler, pruner, epochs, seed, threads, work):
+def _worker_main(url, name, sampler, pruner, epochs, seed, threads, work):
+    """One worker process. It opens the storage itself: a storage object inherited through fork would
+    share the parent's identity (a journal's worker id, a database's connections), and two workers with
+    one identity both believe they own the same queued trial."""
     import torch
     torch.set_num_threads(threads)
-    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(sampler, seed),
+    study = optuna.load_study(study_name=name, storage=open_storage(url), sampler=make_sampler(sampler, seed),
                               pruner=make_pruner(pruner, epochs))
     run_trials(study, guard=InterruptGuard(), board=None, **work)
 
 
-def _run_workers(storage, name, sampler, pruner, epochs, seed, jobs, work, board, guard) -> None:
+def _run_workers(url, name, sampler, pruner, epochs, seed, jobs, work, board, guard) -> None:
     """`jobs` forked worker processes (they inherit the notebook's objects); the board polls the study."""
     context = multiprocessing.get_context("fork")
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    workers = [context.Process(target=_worker_main, args=(storage, name, sampler, pruner, epochs, seed, threads,
+    workers = [context.Process(target=_worker_main, args=(url, name, sampler, pruner, epochs, seed, threads,
                                                            work), daemon=True) for _ in range(jobs)]
     for w in workers:
         w.start()
