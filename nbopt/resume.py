@@ -1,10 +1,11 @@
 """``resume=NAME``: go on with a stopped, interrupted, failed or died run, in its own folder and history.
 
 What may resume is decided here, before anything trains, each refusal one line: a run that is
-still alive, one that finished (unless `epochs` was raised) or stopped early, and a recipe that
-differs from the run's in anything but `epochs` (the changed keys are named). Training then
+still alive, one that finished (unless `epochs` was raised), stopped early or diverged, and a recipe
+that differs from the run's in anything but `epochs` (the changed keys are named). Training then
 restarts the run's stage that the last checkpoint was written in, from that checkpoint
-(``nbopt.callbacks.checkpoint``), and runs the stages after it as usual.
+(``nbopt.callbacks.checkpoint``), and runs the stages after it as usual. A run that removed channels
+first repeats its removals on the fresh model, which gives it the checkpoint's shape.
 """
 from __future__ import annotations
 
@@ -79,9 +80,9 @@ def _check_status(name: str, status: dict, recipe: Recipe, stages: list) -> None
     if one_fit and recipe.epochs < trained:
         raise RecipeError(f"run '{name}' has trained {trained} epochs already; `epochs: {recipe.epochs}` "
                           "would end before where it stopped", key="epochs", line=recipe.line("epochs"))
-    if recipe.prune is not None and recipe.prune.method == "channels":
-        raise RecipeError(f"run '{name}' removes channels, which changes the model's shape; such runs "
-                          "cannot resume yet, train it again instead", key="prune")
+    if recipe.prune is not None and recipe.prune.method == "channels" and recipe.prune.global_:
+        raise RecipeError(f"run '{name}' removes channels globally (how many from each layer depended on its "
+                          "weights at the time), so its shape cannot be rebuilt; train it again instead", key="prune")
 
 
 def changed_keys(folder: RunFolder, recipe: Recipe) -> list[str]:

@@ -179,8 +179,12 @@ class _Session:
             self.live_output.start(self.resume.describe() if self.resume else None)
         started = time.perf_counter()
         for index, stage in enumerate(self.stages):
+            if index < first:
+                if isinstance(stage, RemoveChannels):  # replayed on fresh weights: the checkpoint's shapes, then
+                    self._remove_channels(stage)       # its weights (the channel counts per step are fixed)
+                continue
             stopped = self.guard.requested or self.fitter.divergence
-            if index < first or (stopped and not isinstance(stage, FINISHING)):
+            if stopped and not isinstance(stage, FINISHING):
                 continue
             self._execute(index, stage, checkpoint if index == first else None)
         self.seconds = time.perf_counter() - started

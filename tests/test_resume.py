@@ -169,6 +169,28 @@ def test_a_crash_in_the_finetuning_resumes_into_it(train):
     assert resumed.metrics["compression"]["before"]["model"] == "dense"
 
 
+@pytest.mark.parametrize("crash_after", [2, 4, 6], ids=["before removing", "between removals", "last fine-tune"])
+def test_a_run_that_removes_channels_resumes_into_its_smaller_model(train, crash_after):
+    """train 2 → remove channels (1/2) → fine-tune 2 → remove (2/2) → fine-tune 2: the resumed run repeats
+    the removals before its checkpoint on fresh weights (same shapes), then loads the checkpoint's weights."""
+    recipe = (TINY.replace("hidden=[16]", "hidden=[32, 16]") + "epochs: 2\n"
+              "prune: {method: channels, amount: 0.5, steps: 2, finetune: 2}\n")
+    uninterrupted = train(recipe, name="whole")
+    with pytest.raises(RuntimeError):
+        execute(check(recipe, {}), name="cut", live=False, listeners=[CrashAfter(crash_after)])
+    resumed = train(recipe, resume="cut")
+    same_run(resumed, uninterrupted)
+    assert resumed.metrics["parameters"] < uninterrupted.metrics["compression"]["before"]["parameters"]
+
+
+def test_a_run_that_removes_channels_globally_refuses_to_resume(train):
+    recipe = TINY + "epochs: 2\nprune: {method: channels, amount: 0.5, global: true, finetune: 2}\n"
+    with pytest.raises(RuntimeError):
+        execute(check(recipe, {}), name="cut", live=False, listeners=[CrashAfter(3)])
+    with pytest.raises(nbopt.RecipeError, match=r"run 'cut' removes channels globally"):
+        train(recipe, resume="cut")
+
+
 def test_raising_epochs_trains_a_finished_run_further(train):
     train(TINY + "epochs: 3\n", name="short")
     longer = train(TINY + "epochs: 5\n", resume="short")
