@@ -138,19 +138,16 @@ def load_run(name: str, namespace: dict | None = None) -> Run:
 
     Works for runs made by other processes (sweep workers, `nbopt run`) and for runs that never
     finished: a run whose process died reads ``died``, and a run without metrics.json gets the
-    scores of its best weights on the validation split, with a note saying so. Models whose shape
-    was changed by channel pruning cannot be rebuilt from the recipe; their Run has ``model=None``.
+    scores of its best weights on the validation split, with a note saying so. A model whose channels
+    were removed gets its smaller shape by repeating the removals; one whose channels were ranked
+    globally cannot be rebuilt from the recipe, and its Run has ``model=None``.
     """
     from nbopt.liveness import current_status
     from nbopt.plan import check
     from nbopt.store import find_run
     folder = find_run(name)
     plan = check((folder.path / "recipe.yaml").read_text(), namespace, interactive=False)
-    model = plan.model.net
-    try:
-        model.load_state_dict(torch.load(folder.weights, weights_only=True))
-    except (RuntimeError, OSError):
-        model = None
+    model = _model_with_weights(plan, folder.weights)
     history_file, metrics_file = folder.path / "history.csv", folder.path / "metrics.json"
     history = pd.read_csv(history_file) if history_file.exists() else pd.DataFrame()
     recorded = folder.read_status()
@@ -164,6 +161,31 @@ def load_run(name: str, namespace: dict | None = None) -> Run:
                normalization=plan.data.normalization.to_dict() if plan.data.normalization else None, note=note,
                classes=plan.data.classes, inputs=plan.data.inputs, validation=plan.data.val,
                task=plan.data.task)
+
+
+def _model_with_weights(plan, weights):
+    """The recipe's model holding the saved weights, or None when they do not fit it (or are missing).
+
+    A run that removed channels saved a smaller model: the removal steps are repeated on the fresh
+    one until its shape is the saved one (which channels go does not matter, the weights come next;
+    how many go per step is fixed by the recipe unless they were ranked globally).
+    """
+    from nbopt.techniques.prune import ChannelPruner
+    model, prune = plan.model.net, plan.recipe.prune
+    try:
+        state = torch.load(weights, weights_only=True)
+    except (OSError, RuntimeError):
+        return None
+    steps = prune.steps if prune is not None and prune.method == "channels" and not prune.global_ else 0
+    pruner = ChannelPruner(model, plan.sample_input.unsqueeze(0), prune.amount, steps, "l1", False) if steps else None
+    for step in range(steps + 1):
+        try:
+            model.load_state_dict(state)
+            return model
+        except RuntimeError:
+            if step < steps:
+                pruner.step()
+    return None
 
 
 def _recomputed_metrics(plan, history: pd.DataFrame, status: str) -> tuple[dict, str]:

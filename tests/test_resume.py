@@ -183,6 +183,22 @@ def test_a_run_that_removes_channels_resumes_into_its_smaller_model(train, crash
     assert resumed.metrics["parameters"] < uninterrupted.metrics["compression"]["before"]["parameters"]
 
 
+def test_a_run_that_removed_channels_loads_with_its_smaller_model(train):
+    recipe = (TINY.replace("hidden=[16]", "hidden=[32, 16]") + "epochs: 2\n"
+              "prune: {method: channels, amount: 0.5, steps: 2, finetune: 2}\n")
+    run = train(recipe, name="small")
+    loaded = nbopt.load_run("small", {})
+    assert sum(p.numel() for p in loaded.model.parameters()) == run.metrics["parameters"]
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(loaded.predict(x), run.predict(x))
+    with pytest.raises(RuntimeError):  # died after the first removal: its best.pt has that step's shape
+        execute(check(recipe, {}), name="half", live=False, listeners=[CrashAfter(4)])
+    half = nbopt.load_run("half", {})
+    assert half.model is not None and half.status == "failed"
+    assert run.metrics["parameters"] < sum(p.numel() for p in half.model.parameters()) < \
+        run.metrics["compression"]["before"]["parameters"]
+
+
 def test_a_run_that_removes_channels_globally_refuses_to_resume(train):
     recipe = TINY + "epochs: 2\nprune: {method: channels, amount: 0.5, global: true, finetune: 2}\n"
     with pytest.raises(RuntimeError):
