@@ -68,11 +68,19 @@ def runs():
     return pd.DataFrame(list_runs(), columns=columns).set_index("name")
 
 
-def export(name, to=None):
-    """Write run `name`'s recipe to a YAML file (default: NAME.yaml) that `nbopt run` accepts; returns its path."""
+def export(name, to=None, model=None):
+    """Write run `name`'s recipe to a YAML file (default: NAME.yaml) that `nbopt run` accepts and return its path;
+    with `model=PATH`, write its trained model instead (.onnx or .pt2, checked against the run: ``Run.export``)
+    and return what was written (its ``str`` is one line)."""
     from nbopt.store import export_recipe
     _one_line_errors()
-    return export_recipe(name, to)
+    if model is None:
+        return export_recipe(name, to)
+    from nbopt.run import load_run as _load
+    exported = _load(name).export(model)
+    if to is not None:
+        export_recipe(name, to)
+    return exported
 
 
 def load(name, namespace=None):

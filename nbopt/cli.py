@@ -76,7 +76,8 @@ def _runs(args) -> int:
 
 
 def _export(args) -> int:
-    print(f"Wrote {nbopt.export(**args.declared.keywords(args))}")
+    written = nbopt.export(**args.declared.keywords(args))
+    print(written if args.model else f"Wrote {written}")
     return 0
 
 

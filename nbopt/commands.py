@@ -165,9 +165,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("panel", "the recipe as controls, with Train, Compare with last, Sweep, Stop and As cell; empty, or "
             "opened from RUN", (_RUN,), magic="line"),
     Command("runs", "the runs recorded in nbopt-runs/, newest first", magic="line", shell="runs"),
-    Command("export", "write a run's recipe to a YAML file that `nbopt run` accepts", (
+    Command("export", "write a run's recipe to a YAML file that `nbopt run` accepts, or its trained model to a file "
+            "other runtimes load", (
         Option("name", "the run's name, as `runs` lists it", "NAME"),
-        Option("--to", "the file to write (default: NAME.yaml)", "FILE"),
+        Option("--to", "the recipe file to write (default: NAME.yaml)", "FILE"),
+        Option("--model", "write the trained model instead: .onnx (ONNX Runtime; pip install nbopt[onnx]) or .pt2 "
+               "(torch.export), normalisation included, checked against the run's predictions", "PATH"),
     ), magic="line", shell="export"),
     Command("help", "this help, or what one recipe key or topic accepts", (
         Option("topic", "a recipe key (optimizer, prune, …), search, variants, metrics, or a sub-command", "KEY",

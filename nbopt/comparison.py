@@ -9,6 +9,7 @@ import copy
 import html
 import math
 import re
+import time
 
 import pandas as pd
 
@@ -20,6 +21,7 @@ from nbopt.environment import in_notebook
 from nbopt.display.plots import draw_curves, register_figure_formatter
 from nbopt.errors import RecipeError
 from nbopt.liveness import current_status
+from nbopt.loggers import Tracking
 from nbopt.plan import Plan, check
 from nbopt.resume import changed_keys
 from nbopt.run import Run, load_run
@@ -135,6 +137,7 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
     guard = stop or InterruptGuard()
     board = CompareBoard(metric_key, len(plans) * repeats, in_notebook()) if live else None
     all_runs: dict[str, list[Run]] = {name: [] for name in plans}
+    compared = time.strftime("compare-%Y%m%d-%H%M%S")  # tags the variants' runs in a `logger:` as one comparison
     for repeat in range(repeats):
         for name, plan in plans.items():
             if guard.requested:
@@ -156,7 +159,8 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
             else:
                 run = execute(plan, name=None if earlier else run_name, resume=str(earlier.path) if earlier else None,
                               live=live and not (board and board.notebook), stop=guard,
-                              listeners=[*([board] if board else []), *listeners])
+                              listeners=[*([board] if board else []), *listeners],
+                              tracking=Tracking(tags={"compare": compared, "variant": name, "seed": plan.recipe.seed}))
             all_runs[name].append(run)
     comparison = Comparison({k: v for k, v in all_runs.items() if v}, metric_key,
                             interrupted=guard.requested)

@@ -37,6 +37,7 @@ class Page:
 def registries() -> dict:
     """Recipe key → the registry of names it accepts."""
     from nbopt.data.builtin import DATASETS
+    from nbopt.loggers import LOGGERS
     from nbopt.models.builtin import MODELS
     from nbopt.techniques.activations import ACTIVATIONS
     from nbopt.techniques.augment import AUGMENTATIONS
@@ -44,7 +45,7 @@ def registries() -> dict:
     from nbopt.techniques.optimizers import OPTIMIZERS
     from nbopt.techniques.schedulers import SCHEDULERS
     return {"model": MODELS, "data": DATASETS, "loss": LOSSES, "optimizer": OPTIMIZERS,
-            "scheduler": SCHEDULERS, "activation": ACTIVATIONS, "augment": AUGMENTATIONS}
+            "scheduler": SCHEDULERS, "activation": ACTIVATIONS, "augment": AUGMENTATIONS, "logger": LOGGERS}
 
 
 def named_values() -> dict[str, tuple[str, ...]]:

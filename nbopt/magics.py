@@ -103,8 +103,8 @@ class NboptMagics(Magics):
             display({"text/plain": table.to_string(), "text/html": table._repr_html_()}, raw=True)
 
     def _export(self, command: Command, args, cell: None) -> None:
-        path = nbopt.export(**command.keywords(args))
-        print(f"Wrote {path}; run it from a shell with: nbopt run {path}")
+        written = nbopt.export(**command.keywords(args))
+        print(written if args.model else f"Wrote {written}; run it from a shell with: nbopt run {written}")
 
     def _help(self, command: Command, args, cell: None) -> None:
         display({"text/plain": help_text(args.topic), "text/html": help_html(args.topic)}, raw=True)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from nbopt.components import Component, ComponentSyntaxError, parse_component
 from nbopt.errors import RecipeError, closest, shown
+from nbopt.loggers import check_loggers
 from nbopt.techniques.activations import ACTIVATIONS
 from nbopt.techniques.augment import AUGMENTATIONS
 from nbopt.techniques.losses import LOSSES
@@ -168,6 +169,12 @@ class Recipe(BaseModel):
         "auto", description="epochs between full checkpoints (last.ckpt in the run's folder) that `--resume NAME` "
         "goes on from; auto: every epoch, but at most one every 10 s (and after the last), so that short epochs "
         "do not pay for writing one", examples=[1, 5])
+    logger: list[Component] = Field(default_factory=list, description="experiment trackers that get the recipe, "
+                                    "every epoch's history row and the final metrics: tensorboard, mlflow, csv or "
+                                    "wandb, or a list of them (local folders beside nbopt-runs/ by default)",
+                                    examples=["tensorboard", "[mlflow, tensorboard]",
+                                              "{name: mlflow, tracking_uri: 'http://localhost:5000', "
+                                              "experiment: digits}"])
 
     _raw: dict = PrivateAttr(default_factory=dict)
     _lines: dict = PrivateAttr(default_factory=dict)
@@ -210,6 +217,8 @@ def parse_recipe(source: str | dict | Recipe, lines: dict[str, int] | None = Non
     values["scheduler"] = _component_list(values.get("scheduler"), "scheduler", lines)
     values["augment"] = _component_list(values.get("augment"), "augment", lines)
     values["metrics"] = _component_list(values.get("metrics"), "metrics", lines)
+    values["logger"] = _component_list(None if values.get("logger") is False else values.get("logger"), "logger",
+                                       lines)
     if values.get("early_stopping") is True:
         values["early_stopping"] = {}
     elif values.get("early_stopping") is False:
@@ -292,6 +301,7 @@ def _check_components(recipe: Recipe) -> None:
     for component in recipe.augment:
         AUGMENTATIONS.resolve(component, "augment", recipe.line("augment"))
     check_metrics(recipe.metrics, recipe.line("metrics"))
+    check_loggers(recipe.logger, recipe.line("logger"))
     if recipe.scheduler:
         check_schedule(recipe.scheduler, recipe.epochs, recipe.line("scheduler"))
     if recipe.precision in _OTHER_WEIGHTS:

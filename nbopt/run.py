@@ -51,7 +51,7 @@ class Run:
     def __init__(self, *, name: str, folder: Path, recipe, model: nn.Module, history: pd.DataFrame, metrics: dict,
                  status: str, metric_key: str, model_label: str, data_label: str, normalization: dict | None,
                  note: str = "", classes: list | None = None, inputs=None, validation=None,
-                 task: str = "classification"):
+                 task: str = "classification", float_model: nn.Module | None = None):
         self.name = name
         self.folder = folder
         self.recipe = recipe
@@ -68,6 +68,7 @@ class Run:
         self.inputs = inputs  # how raw inputs become the model's tensors (arrays, data frames, image files)
         self.task = task
         self._validation = validation  # the validation split's raw (x, y) batches, for interpret()
+        self.float_model = float_model  # an int8 run's float model before quantisation (ONNX export quantises it)
 
     @property
     def checkpoint(self) -> Path:
@@ -108,11 +109,14 @@ class Run:
         """The run's normalisation, as training applied it to every batch."""
         if self.normalization is None:
             return x
-        mean, std = torch.tensor(self.normalization["mean"]), torch.tensor(self.normalization["std"])
-        if mean.numel() > 1:
-            shape = [1, -1, 1, 1] if x.ndim == 4 else [1, *x.shape[1:]]
-            mean, std = mean.reshape(shape), std.reshape(shape)
+        mean, std = normalization_tensors(self.normalization, x)
         return (x - mean) / std
+
+    def export(self, path):
+        """Write the model to `path` — ``.onnx`` (ONNX Runtime) or ``.pt2`` (torch.export) — with the
+        normalisation folded in, load it back and check it against ``predict`` (nbopt.deployment says how)."""
+        from nbopt.deployment import export_model
+        return export_model(self, path)
 
     def interpret(self):
         """What the model gets wrong on the validation split: an ``Interpretation`` with the confusion
@@ -132,6 +136,15 @@ class Run:
         return summary_text(self)
 
 
+def normalization_tensors(normalization: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std of a run's normalisation, shaped to broadcast over a batch like `x`."""
+    mean, std = torch.tensor(normalization["mean"]), torch.tensor(normalization["std"])
+    if mean.numel() > 1:
+        shape = [1, -1, 1, 1] if x.ndim == 4 else [1, *x.shape[1:]]
+        mean, std = mean.reshape(shape), std.reshape(shape)
+    return mean, std
+
+
 def load_run(name: str, namespace: dict | None = None) -> Run:
     """A Run from its folder (a name under the runs folder, or a folder's path): the model is rebuilt
     from the saved recipe and filled with best.pt; the history and metrics are what the folder holds.
@@ -147,7 +160,10 @@ def load_run(name: str, namespace: dict | None = None) -> Run:
     from nbopt.store import find_run
     folder = find_run(name)
     plan = check((folder.path / "recipe.yaml").read_text(), namespace, interactive=False)
-    model = _model_with_weights(plan, folder.weights)
+    model, float_model = _model_with_weights(plan, folder.weights), None
+    if model is not None and plan.recipe.quantize:  # the same float weights quantise to the same int8 model
+        from nbopt.techniques.quantize import quantize_dynamic
+        model, float_model = quantize_dynamic(model), model
     history_file, metrics_file = folder.path / "history.csv", folder.path / "metrics.json"
     history = pd.read_csv(history_file) if history_file.exists() else pd.DataFrame()
     recorded = folder.read_status()
@@ -160,7 +176,7 @@ def load_run(name: str, namespace: dict | None = None) -> Run:
                model_label=plan.model.label, data_label=plan.data.description,
                normalization=plan.data.normalization.to_dict() if plan.data.normalization else None, note=note,
                classes=plan.data.classes, inputs=plan.data.inputs, validation=plan.data.val,
-               task=plan.data.task)
+               task=plan.data.task, float_model=float_model)
 
 
 def _model_with_weights(plan, weights):

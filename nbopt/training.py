@@ -31,6 +31,7 @@ from nbopt.errors import RecipeError
 from nbopt.fitting import FORKED_STRATEGIES, Fitter
 from nbopt.interpretation import interpret
 from nbopt.liveness import LIVE, Heartbeat, stamp
+from nbopt.loggers import Tracker, Tracking
 from nbopt.module import RecipeModule, build_lightning_module, evaluate
 from nbopt.parallel import is_distributed_child, lightning_strategy
 from nbopt.plan import Plan, check
@@ -63,13 +64,15 @@ def train(recipe: str | dict | Recipe, namespace: dict | None = None, *, name: s
 
 
 def execute(plan: Plan, *, name: str | None = None, resume: str | None = None, live: bool = True,
-            stop: InterruptGuard | None = None, listeners: list[Listener] = (), sink=None) -> Run:
-    """Train a checked plan. `listeners` hear every step and epoch (compare's board, a sweep's pruner)."""
+            stop: InterruptGuard | None = None, listeners: list[Listener] = (), sink=None,
+            tracking: Tracking | None = None) -> Run:
+    """Train a checked plan. `listeners` hear every step and epoch (compare's board, a sweep's pruner);
+    `tracking` names the experiment and tags of the run in the recipe's `logger:`s (compare, sweep)."""
     if name and resume:
         raise RecipeError(f"--name {name} and --resume {resume} go separately: a resumed run keeps its own folder "
                           "and name; leave out --name")
     tune_allocator()
-    session = _Session(plan, name, live, stop or InterruptGuard(), listeners, sink, resume)
+    session = _Session(plan, name, live, stop or InterruptGuard(), listeners, sink, resume, tracking)
     with quiet_lightning():
         try:
             # Owned for the whole run, not only inside fits: a Ctrl-C that reaches Lightning (between
@@ -120,13 +123,15 @@ class _Session:
     """One run while it executes its stages: the module, its folder, the history, and what happened."""
 
     def __init__(self, plan: Plan, name: str | None, live: bool, guard: InterruptGuard, listeners, sink=None,
-                 resume: str | None = None):
+                 resume: str | None = None, tracking: Tracking | None = None):
         recipe = plan.recipe
         self.plan, self.recipe, self.guard = plan, recipe, guard
         self.stages = plan_stages(recipe, plan.teacher is not None)
         strategy = lightning_strategy(recipe, plan.interactive)
         if is_distributed_child():
             live, listeners = False, ()
+        self.tracker = Tracker(recipe, tracking) if recipe.logger and not is_distributed_child() else None
+        listeners = [*listeners, *([self.tracker] if self.tracker else [])]
         self.resume = prepare_resume(resume, recipe, self.stages, checked=not is_distributed_child()) \
             if resume else None
         with runs_folder_errors(runs_root()):  # unwritable, or a full disk: one line before any training
@@ -237,6 +242,8 @@ class _Session:
         with self.folder.mid_run():  # the exception that ended the run is the one to see
             self.folder.write_history(self.recorder.rows)
             self.folder.write_status(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        if self.tracker is not None:
+            self.tracker.finish(None, "failed")
 
     @property
     def returned_model(self):
@@ -291,12 +298,14 @@ class _Session:
                                 note=note or None)
         with folder.mid_run():
             atomic_write_text(folder.path / "metrics.json", json_text(results))
+        if self.tracker is not None:
+            self.tracker.finish(results, status)
         run = Run(name=folder.name, folder=folder.path, recipe=self.recipe, model=self.returned_model,
                   history=pd.DataFrame(rows), metrics=results, status=status, metric_key=plan.metric_key,
                   model_label=plan.model.label, data_label=plan.data.description,
                   normalization=plan.data.normalization.to_dict() if plan.data.normalization else None, note=note,
                   classes=plan.data.classes, inputs=plan.data.inputs, validation=plan.data.val,
-                  task=plan.data.task)
+                  task=plan.data.task, float_model=self.target if self.quantized is not None else None)
         remember(run)
         if self.live_output:
             self.live_output.finish(run)

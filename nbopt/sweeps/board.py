@@ -21,7 +21,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         if t.state == optuna.trial.TrialState.WAITING:
             continue
         row = {"trial": t.number, **t.params, "value": t.value, "epochs": t.user_attrs.get("epochs"),
-               "state": "diverged" if t.user_attrs.get("diverged") else t.state.name.lower(), "seconds": t.user_attrs.get("seconds"),
+               "state": "diverged" if t.user_attrs.get("diverged") else t.state.name.lower(),
+               "seconds": t.user_attrs.get("seconds"),
                "run": t.user_attrs.get("run")}
         if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values:
             row["value"] = t.intermediate_values[max(t.intermediate_values)]

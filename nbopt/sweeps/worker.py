@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener
 from nbopt.errors import RecipeError
+from nbopt.loggers import Tracking
 from nbopt.sweeps.space import Param, apply
 from nbopt.sweeps.study import claim_queued_trial, counts, recover_dead_trials, worker_identity
 
@@ -165,9 +166,11 @@ def _train_trial(plan, trial: optuna.Trial, study_name: str, reporter: _TrialRep
     resumed from its last checkpoint (when its folder is reachable from here and may resume)."""
     from nbopt.training import execute
     earlier = trial.user_attrs.get("resume_run")
+    tracking = Tracking(experiment=study_name, tags={"study": study_name, "trial": trial.number})
     if earlier and (Path(earlier) / "run.json").exists():
         try:
-            return execute(plan, resume=earlier, live=False, stop=guard, listeners=[reporter])
+            return execute(plan, resume=earlier, live=False, stop=guard, listeners=[reporter], tracking=tracking)
         except RecipeError as exc:  # refused before training: it finished after all, or its recipe differs
             _log.warning("nbopt sweep: trial %d starts afresh instead of resuming %s: %s", trial.number, earlier, exc)
-    return execute(plan, name=f"{study_name}-trial{trial.number}", live=False, stop=guard, listeners=[reporter])
+    return execute(plan, name=f"{study_name}-trial{trial.number}", live=False, stop=guard, listeners=[reporter],
+                   tracking=tracking)
