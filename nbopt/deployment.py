@@ -141,7 +141,7 @@ def _require(*modules: str) -> None:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_exporters():
     """The exporters print their progress and warn about optional packages (torchvision) they skip;
     ONNX Runtime's quantizer suggests a pre-processing step through the root logger."""
     loggers = [logging.getLogger("torch.onnx"), logging.getLogger()]
@@ -162,13 +162,13 @@ def _batch_dimension() -> dict:
 
 
 def _write_pt2(model: nn.Module, inputs: torch.Tensor, path: Path) -> None:
-    with _quiet():
+    with quiet_exporters():
         program = torch.export.export(model, (inputs[:2],), dynamic_shapes=_batch_dimension())
         torch.export.save(program, path)
 
 
 def _write_onnx(model: nn.Module, inputs: torch.Tensor, path: Path, int8: bool) -> None:
-    with _quiet():
+    with quiet_exporters():
         torch.onnx.export(model, (inputs[:2],), path, input_names=["input"], output_names=["output"],
                           dynamic_shapes=_batch_dimension(), dynamo=True, external_data=False)
     if int8:
@@ -176,7 +176,7 @@ def _write_onnx(model: nn.Module, inputs: torch.Tensor, path: Path, int8: bool) 
         float_file = path.with_name(path.name + ".float.onnx")
         os.replace(path, float_file)
         try:
-            with _quiet():
+            with quiet_exporters():
                 quantize_dynamic(str(float_file), str(path), weight_type=QuantType.QInt8)
         finally:
             float_file.unlink(missing_ok=True)
@@ -185,7 +185,7 @@ def _write_onnx(model: nn.Module, inputs: torch.Tensor, path: Path, int8: bool) 
 def _check(path: Path, suffix: str, int8: bool, inputs: torch.Tensor, expected: torch.Tensor,
            final: Path) -> Exported:
     if suffix == ".pt2":
-        with torch.no_grad(), _quiet():
+        with torch.no_grad(), quiet_exporters():
             outputs = torch.export.load(path).module()(inputs)
     else:
         import onnxruntime

@@ -18,7 +18,7 @@ from nbopt.techniques.distill import distillation_loss
 
 LAYERS = (nn.Linear, nn.Conv2d)
 REPORT_KEYS = {"model", "parameters", "nonzero_parameters", "size_kb", "macs", "latency_ms_batch1",
-               "latency_ms_batch64", "val_acc"}
+               "latency_ms_batch64", "onnx_latency_ms_batch1", "onnx_latency_ms_batch64", "val_acc"}
 
 # digits: 1,437 training images of 8×8 → 12 steps per epoch at batch 128; weights 2,048 + 512 + 160
 MLP = "model: mlp(hidden=[32, 16])\ndata: digits\nbatch_size: 128\noptimizer: adam(lr=0.01)\n"

@@ -113,3 +113,14 @@ def test_the_export_magic_writes_the_model(kernel):
     assert reply["status"] == "ok", kernel.errors(outputs)
     assert kernel.text(outputs).startswith("Wrote magic.pt2 (pt2, ")
     assert (kernel.cwd / "magic.pt2").exists()
+
+
+def test_the_compression_report_times_both_models_in_onnx_runtime_too(train):
+    run = train("model: cnn(width=8)\n" + IMAGES + "prune: {method: channels, amount: 0.5, finetune: 1}\n")
+    before, after = run.metrics["compression"]["before"], run.metrics["compression"]["after"]
+    for row in (before, after):
+        assert 0 < row["onnx_latency_ms_batch1"] < row["onnx_latency_ms_batch64"]
+    assert "ONNX Runtime latency, batch 64 (ms)" in repr(run)
+    int8 = train("model: mlp\ndata: digits\nepochs: 1\nquantize: dynamic\n").metrics["compression"]
+    assert int8["before"]["onnx_latency_ms_batch1"] > 0 and int8["after"]["onnx_latency_ms_batch1"] is None, \
+        "int8 layers do not export through torch.onnx: the row says – rather than guess"

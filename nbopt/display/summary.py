@@ -50,7 +50,9 @@ def summary_rows(run) -> list[tuple[str, str]]:
 
 _REPORT_ROWS = (("parameters", "parameters"), ("nonzero_parameters", "non-zero parameters"), ("size_kb", "size (KB)"),
                 ("macs", "MACs"), ("latency_ms_batch1", "CPU latency, batch 1 (ms)"),
-                ("latency_ms_batch64", "CPU latency, batch 64 (ms)"))
+                ("latency_ms_batch64", "CPU latency, batch 64 (ms)"),
+                ("onnx_latency_ms_batch1", "ONNX Runtime latency, batch 1 (ms)"),
+                ("onnx_latency_ms_batch64", "ONNX Runtime latency, batch 64 (ms)"))
 
 
 def compression_rows(run) -> list[tuple[str, str, str, str]]:
@@ -62,6 +64,8 @@ def compression_rows(run) -> list[tuple[str, str, str, str]]:
     rows = [("", before.get("model", "before"), "after", "after/before")]
     for key, label in _REPORT_ROWS + ((run.metric_key, run.metric_key),):
         b, a = before.get(key), after.get(key)
+        if b is None and a is None:  # not measured here (ONNX Runtime not installed, say)
+            continue
         ratio = f"{a / b:.2f}×" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "–"
         rows.append((label, _fmt(b) if b is not None else "–", _fmt(a) if a is not None else "–", ratio))
     return rows
