@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from test_data import ListDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from nbopt import RecipeError
 
@@ -141,26 +142,13 @@ def test_an_empty_training_dataset_is_refused_not_a_finished_run(xy, train, runs
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
-class Pairs(Dataset):
-    """A plain map-style Dataset, as a user would write one."""
-
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i], self.y[i]
-
-
 def test_an_empty_plain_dataset_or_a_loader_without_batches_is_refused(xy, check):
     X, y = (torch.from_numpy(a) for a in xy)
     refused(check, "data (line 2): the training Dataset is empty (0 samples); give it samples",
-            {"xy": (Pairs(X[:0], y[:0]), Pairs(X, y))})
-    no_batches = DataLoader(Pairs(X[:10], y[:10]), batch_size=16, drop_last=True)
+            {"xy": (ListDataset(X[:0], y[:0]), ListDataset(X, y))})
+    no_batches = DataLoader(ListDataset(X[:10], y[:10]), batch_size=16, drop_last=True)
     refused(check, "data (line 2): the validation data is empty (its DataLoader gives no batches); give it samples",
-            {"xy": (DataLoader(Pairs(X, y), batch_size=16), no_batches)})
+            {"xy": (DataLoader(ListDataset(X, y), batch_size=16), no_batches)})
 
 
 def test_one_class_only_is_refused(xy, check):
@@ -175,7 +163,7 @@ def test_one_class_only_is_refused(xy, check):
 
 # -- the shape of the data ----------------------------------------------------------------------------
 
-class DictItems(Pairs):
+class DictItems(ListDataset):
     def __getitem__(self, i):
         return {"input": self.x[i], "target": self.y[i]}
 

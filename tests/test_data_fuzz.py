@@ -75,21 +75,14 @@ X_MUTATIONS = {
 }
 
 
-def _y_objects(rng, y, value):
-    y = y.astype(object)
-    if y.size:
-        y.flat[rng.integers(y.size)] = value
-    return y
-
-
 Y_MUTATIONS = {
     "nan": lambda rng, y: _nan(rng, y),
     "inf": lambda rng, y: _inf(rng, y),
-    "None": lambda rng, y: _y_objects(rng, y, None),
-    "pd.NA": lambda rng, y: _y_objects(rng, y, pd.NA),
+    "None": lambda rng, y: _objects(rng, y, None),
+    "pd.NA": lambda rng, y: _objects(rng, y, pd.NA),
     "one class": lambda rng, y: np.zeros_like(y),
     "text": lambda rng, y: np.array(["cat", "dog", "eel"])[np.abs(y.astype(np.int64)) % 3],
-    "text and numbers": lambda rng, y: _y_objects(rng, y.astype(str), 3),
+    "text and numbers": lambda rng, y: _objects(rng, y.astype(str), 3),
     "object numbers": lambda rng, y: y.astype(object),
     "shifted labels": lambda rng, y: y.astype(np.int64) * 4 + 3,
     "negative labels": lambda rng, y: -y.astype(np.int64),
