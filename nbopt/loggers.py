@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from nbopt.callbacks.recorder import Listener
+from nbopt.callbacks.recorder import Listener, unheard
 from nbopt.components import Component
 from nbopt.errors import RecipeError, closest, shown
 from nbopt.registry import Registry
@@ -159,14 +159,10 @@ class Tracker(Listener):
             logger.log_hyperparams(params)
 
     def on_epoch(self, recorder, trainer, row) -> None:
-        # A resumed run's first epoch brings the earlier ones along; forked workers' rows come one by one.
-        for earlier in [*recorder.rows, row]:
-            epoch = int(earlier["epoch"])
-            if epoch not in self.logged:
-                self.logged.add(epoch)
-                values = _numbers({k: v for k, v in earlier.items() if k != "epoch"})
-                for logger in self.loggers:
-                    logger.log_metrics(values, step=epoch)
+        for earlier in unheard(self.logged, recorder, row):
+            values = _numbers({k: v for k, v in earlier.items() if k != "epoch"})
+            for logger in self.loggers:
+                logger.log_metrics(values, step=int(earlier["epoch"]))
 
     def finish(self, results: dict | None, status: str) -> None:
         """The run's results (None when it failed) at its last epoch, and how it ended."""

@@ -87,6 +87,19 @@ class Recorder(Callback):
         return time.perf_counter() - self.fit_started
 
 
+def unheard(heard: set[int], recorder: Recorder, row: dict) -> list[dict]:
+    """The rows up to `row` whose epochs a listener has not heard yet, marked heard now. A resumed run's first
+    epoch brings those before the crash along; forked DDP workers' rows arrive one by one, beside a recorder
+    that only fills up when the fit ends."""
+    fresh = []
+    for candidate in [*recorder.rows, row]:
+        epoch = int(candidate["epoch"])
+        if epoch not in heard:
+            heard.add(epoch)
+            fresh.append(candidate)
+    return fresh
+
+
 class Listener:
     """What the Recorder calls; live output and the run folder implement the parts they need."""
 

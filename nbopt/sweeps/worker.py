@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nbopt.callbacks.interrupt import InterruptGuard
-from nbopt.callbacks.recorder import Listener
+from nbopt.callbacks.recorder import Listener, unheard
 from nbopt.errors import RecipeError
 from nbopt.loggers import Tracking
 from nbopt.sweeps.space import Param, apply
@@ -53,18 +53,14 @@ class _TrialReporter(Listener):
 
     def on_epoch(self, recorder, trainer, row) -> None:
         try:
-            # A resumed run's first epoch brings those before the crash along. (Forked DDP workers' rows
-            # reach this process one by one, beside a recorder that only fills up when the fit ends.)
-            for earlier in [*recorder.rows, row]:
-                if earlier["epoch"] not in self.reported:
-                    self._report(earlier)
+            for earlier in unheard(self.reported, recorder, row):
+                self._report(earlier)
         except optuna.exceptions.UpdateFinishedTrialError:
             self.finished_elsewhere = True
         if self.pruned or self.finished_elsewhere:
             trainer.should_stop = True
 
     def _report(self, row) -> None:
-        self.reported.add(row["epoch"])
         value = row.get(self.metric, math.nan)
         self.trial.set_user_attr("heartbeat", time.time())
         self.trial.set_user_attr("epoch", row["epoch"])
