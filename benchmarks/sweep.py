@@ -123,13 +123,13 @@ def stop_at_target(journal: Path, study_name: str, target: float):
         def requested(self, value: bool) -> None:
             self._stop = value
 
-        def on_fit_start(self, trainer, pl_module):
+        def arm(self):  # a run starts: its steps ask `requested`, which must not read the journal each time
             self._fitting = True
-            super().on_fit_start(trainer, pl_module)
+            super().arm()
 
-        def teardown(self, trainer, pl_module, stage):
+        def release(self):
             self._fitting = False
-            super().teardown(trainer, pl_module, stage)
+            super().release()
 
     return StopAtTarget()
 

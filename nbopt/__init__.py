@@ -6,14 +6,14 @@
     data: digits
 
 The plain API works without IPython — ``train``, ``check``, ``compare``, ``sweep``, ``runs``,
-``export``, ``load`` — and the magics, the command line and the panel are thin doors onto it.
+``delete_runs``, ``export``, ``load`` — and the magics, the command line and the panel are thin doors onto it.
 Heavy modules (torch, Lightning) are imported on first use, not at ``import nbopt``.
 """
 from __future__ import annotations
 
 from nbopt.errors import RecipeError
 
-__all__ = ["train", "check", "compare", "sweep", "runs", "export", "load", "load_run", "show_augment", "RecipeError",
+__all__ = ["train", "check", "compare", "sweep", "runs", "delete_runs", "export", "load", "load_run", "show_augment", "RecipeError",
            "Run", "last", "load_ipython_extension", "unload_ipython_extension"]
 __version__ = "0.1.0"
 
@@ -59,20 +59,29 @@ def sweep(recipe, namespace=None, **options):
     return _sweep(recipe, namespace, **options)
 
 
-def runs():
-    """The recorded runs, newest first: a DataFrame indexed by name (status, epochs, best score and its metric)."""
+def runs(all=False):
+    """The recorded runs, newest first: a DataFrame indexed by name, one row per train, compare or sweep
+    (`all=True` adds each compare's and sweep's runs under it), its status and its best score with the metric."""
     import pandas as pd
 
-    from nbopt.store import list_runs
-    columns = ["name", "started", "status", "epochs", "best", "metric", "model", "data"]
-    return pd.DataFrame(list_runs(), columns=columns).set_index("name")
+    from nbopt.catalog import COLUMNS, list_runs
+    table = pd.DataFrame(list_runs(unfold=all), columns=COLUMNS).astype({"runs": "Int64", "epochs": "Int64"})
+    return table.set_index("name")
+
+
+def delete_runs(*names, keep_last=None):
+    """Delete runs, compares and sweeps by name (as `runs` lists them), and/or all but the newest `keep_last`;
+    returns the names deleted. Nothing is deleted when a name is unknown or still running."""
+    from nbopt.catalog import delete_runs as _delete
+    _one_line_errors()
+    return _delete(*names, keep_last=keep_last)
 
 
 def export(name, to=None, model=None):
     """Write run `name`'s recipe to a YAML file (default: NAME.yaml) that `nbopt run` accepts and return its path;
     with `model=PATH`, write its trained model instead (.onnx or .pt2, checked against the run: ``Run.export``)
     and return what was written (its ``str`` is one line)."""
-    from nbopt.store import export_recipe
+    from nbopt.catalog import export_recipe
     _one_line_errors()
     if model is None:
         return export_recipe(name, to)

@@ -69,10 +69,18 @@ def _sweep(args) -> int:
 
 
 def _runs(args) -> int:
-    from nbopt.store import root_label
-    table = nbopt.runs()
-    print(table.to_string() if not table.empty else f"No runs recorded in {root_label()} yet.")
+    from nbopt.catalog import delete_asking
+    from nbopt.store import runs_root
+    if args.rm or args.keep_last is not None:
+        print(delete_asking(args.rm or (), args.keep_last, args.yes, _ask if sys.stdin.isatty() else None))
+        return 0
+    table = nbopt.runs(**args.declared.keywords(args))
+    print(table.to_string() if not table.empty else f"No runs recorded in {runs_root()} yet.")
     return 0
+
+
+def _ask(question: str) -> bool:
+    return input(question).strip().lower() in ("y", "yes")
 
 
 def _export(args) -> int:

@@ -32,6 +32,7 @@ class Option:
     optional: bool = False  # a positional argument that may be left out
     doors: tuple[str, ...] = BOTH
     keyword: bool = True  # passed to the public API function as `dest=value`
+    many: bool = False  # takes one or more values: `--rm NAME ...`
 
     @property
     def dest(self) -> str:
@@ -49,7 +50,7 @@ class Option:
         """``--sampler grid|random|tpe|gp``, ``--dry-run``, ``NAME``: the option as help lists it."""
         if not self.flag.startswith("--"):
             return self.value
-        return self.flag if self.switch else f"{self.flag} {self.value}"
+        return self.flag if self.switch else f"{self.flag} {self.value}{' ...' if self.many else ''}"
 
     def usage(self) -> str:
         """``[--sampler grid|random|tpe|gp]``, ``NAME``, ``[KEY]``: the option in a usage line."""
@@ -67,7 +68,7 @@ class Option:
             parser.add_argument(self.flag, action="store_true", help=help_text)
         elif self.flag.startswith("--"):
             parser.add_argument(self.flag, metavar=self.metavar, type=self.type, default=self.default,
-                                choices=self.choices, help=help_text)
+                                choices=self.choices, nargs="+" if self.many else None, help=help_text)
         else:
             parser.add_argument(self.dest, metavar=self.metavar, nargs="?" if self.optional else None,
                                 help=help_text)
@@ -136,8 +137,13 @@ COMMANDS: tuple[Command, ...] = (
                 Option("--metric", "the score that ranks the variants, in the direction the metric table gives: "
                        "val_loss, the task's metric or one of the recipe's `metrics:` as val_NAME (default: the "
                        "task's)", "NAME"),
-                Option("--resume", "go on with this comparison's earlier runs: variants that finished are "
-                       "loaded, those interrupted or died go on from their checkpoints, the rest train"),
+                Option("--name", "the comparison's name and its folder under nbopt-runs/, which holds a folder per "
+                       "variant (default: the recipe's `name:`, else compare-DATE-TIME)", "NAME"),
+                Option("--jobs", "train this many runs at once, each in a worker process with its share of the "
+                       "cores (results as with one)", "N", int, 1),
+                Option("--resume", "go on with this comparison's earlier runs (the latest comparison of this --name, "
+                       "any without one): variants that finished are loaded, those interrupted or died go on from "
+                       "their checkpoints, the rest train"),
                 _out("Comparison", "comparison"),
             ), magic="cell"),
     Command("sweep", "search the recipe's `search:` space with Optuna (`%nbopt help search`); an interrupted "
@@ -164,7 +170,15 @@ COMMANDS: tuple[Command, ...] = (
             "recipe, or of RUN's (default: the last run)", (_RUN,), magic="either"),
     Command("panel", "the recipe as controls, with Train, Compare with last, Sweep, Stop and As cell; empty, or "
             "opened from RUN", (_RUN,), magic="line"),
-    Command("runs", "the runs recorded in nbopt-runs/, newest first", magic="line", shell="runs"),
+    Command("runs", "the runs recorded in nbopt-runs/, newest first: one row per train, compare or sweep, with "
+            "its best score and the metric's name", (
+                Option("--all", "list every run of each compare and sweep too, under its row"),
+                Option("--rm", "delete these runs, compares or sweeps (asks first)", "NAME", many=True,
+                       keyword=False),
+                Option("--keep-last", "delete all but the newest N trains, compares and sweeps (asks first; "
+                       "running ones are kept)", "N", int, keyword=False),
+                Option("--yes", "delete without asking", keyword=False),
+            ), magic="line", shell="runs"),
     Command("export", "write a run's recipe to a YAML file that `nbopt run` accepts, or its trained model to a file "
             "other runtimes load", (
         Option("name", "the run's name, as `runs` lists it", "NAME"),

@@ -16,6 +16,7 @@ import pandas as pd
 from nbopt import metrics
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener
+from nbopt.comparison_jobs import train_in_workers
 from nbopt.display.compare import CompareBoard, compare_info
 from nbopt.environment import in_notebook
 from nbopt.display.plots import draw_curves, register_figure_formatter
@@ -25,7 +26,7 @@ from nbopt.loggers import Tracking
 from nbopt.plan import Plan, check
 from nbopt.resume import changed_keys
 from nbopt.run import Run, load_run
-from nbopt.store import RunFolder, runs_root
+from nbopt.store import RunFolder, RunGroup, runs_root
 from nbopt.techniques.scores import not_reported_hint
 from nbopt.yamltext import load_yaml
 
@@ -114,19 +115,22 @@ def _ranking_metric(plans: dict[str, Plan], metric: str) -> str:
 
 
 def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int = 1, metric: str | None = None,
-            resume: bool = False, live: bool = True, stop: InterruptGuard | None = None,
-            listeners: list[Listener] = ()) -> "Comparison":
+            name: str | None = None, resume: bool = False, jobs: int = 1, live: bool = True,
+            stop: InterruptGuard | None = None, listeners: list[Listener] = ()) -> "Comparison":
     """Train every variant (× `repeats` seeds) and return a Comparison. All recipes are checked first.
 
     `metric` ranks the variants (default: the task's metric), in the direction the metric table gives;
-    every variant must report it. `resume=True` goes on with an earlier run of the same comparison:
-    each variant's latest run of the same recipe is loaded if it finished, resumed from its checkpoint
-    if it was interrupted or died, and trained only if there is none. `listeners` hear every run's
-    steps and epochs (the panel shows progress with one).
+    every variant must report it. The variants' runs go in one folder, `name` (default: the recipe's
+    `name:`, else compare-DATE-TIME). `resume=True` goes on with the latest comparison of the same name
+    (any name, when none is given) that holds a run of these variants: each variant's latest run of the
+    same recipe is loaded if it finished, resumed from its checkpoint if it was interrupted or died, and
+    trained only if there is none. `jobs=N` trains N runs at once in worker processes (same results as one
+    job). `listeners` hear every run's steps and epochs with one job (the panel shows progress with one).
     """
-    from nbopt.training import execute
     if repeats < 1:
         raise RecipeError(f"--repeats must be at least 1, got {repeats}")
+    if jobs < 1:
+        raise RecipeError(f"--jobs must be at least 1, got {jobs}")
     recipes = variant_recipes(recipe)
     plans, teachers = _plans(recipes, namespace)
     metric_keys = {plan.metric_key for plan in plans.values()}
@@ -134,34 +138,42 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
         raise RecipeError(f"the variants report different metrics ({', '.join(sorted(metric_keys))}); "
                           "compare variants of the same task")
     metric_key = _ranking_metric(plans, metric or metric_keys.pop())
+    if jobs > 1 and (several := [v for v, plan in plans.items() if plan.recipe.devices != 1]):
+        raise RecipeError(f"variant '{several[0]}' trains on several devices, which --jobs {jobs} would share out "
+                          "as well; use --jobs 1 with devices")
+    name = name or next(iter(plans.values())).recipe.name
+    earlier = _earlier_comparison(name, plans, repeats) if resume else None
+    group = earlier or RunGroup.create("compare", name or time.strftime("compare-%Y%m%d-%H%M%S"), metric=metric_key)
     guard = stop or InterruptGuard()
     board = CompareBoard(metric_key, len(plans) * repeats, in_notebook()) if live else None
-    all_runs: dict[str, list[Run]] = {name: [] for name in plans}
-    compared = time.strftime("compare-%Y%m%d-%H%M%S")  # tags the variants' runs in a `logger:` as one comparison
-    for repeat in range(repeats):
-        for name, plan in plans.items():
-            if guard.requested:
-                break
-            if repeat or name in teachers:
-                variant, lines = recipes[name]
-                if name in teachers:  # distil from the teacher variant's run of this seed
-                    variant = _with_teacher(variant, all_runs[teachers[name]][-1])
-                plan = _plan(name, variant, lines, namespace, plan.recipe.seed + repeat)
-            label = name if repeats == 1 else f"{name} (seed {plan.recipe.seed})"
-            if board:
-                board.begin(label)
-            run_name = f"{name}-seed{plan.recipe.seed}" if repeats > 1 else name
-            earlier = _earlier_run(run_name, plan.recipe) if resume else None
-            if earlier is not None and _done(earlier, plan.recipe):
-                run = load_run(str(earlier.path), namespace)
-                if board:
-                    board.add(run.history)
-            else:
-                run = execute(plan, name=None if earlier else run_name, resume=str(earlier.path) if earlier else None,
-                              live=live and not (board and board.notebook), stop=guard,
-                              listeners=[*([board] if board else []), *listeners],
-                              tracking=Tracking(tags={"compare": compared, "variant": name, "seed": plan.recipe.seed}))
-            all_runs[name].append(run)
+    tasks = [(repeat, variant) for repeat in range(repeats) for variant in plans]  # the order one job trains in
+    runs: dict[tuple[int, str], Run] = {}
+
+    def plan_of(task) -> Plan:
+        repeat, variant = task
+        if not repeat and variant not in teachers:
+            return plans[variant]
+        mapping, lines = recipes[variant]
+        if variant in teachers:  # distil from the teacher variant's run of this seed
+            mapping = _with_teacher(mapping, runs[(repeat, teachers[variant])])
+        return _plan(variant, mapping, lines, namespace, plans[variant].recipe.seed + repeat)
+
+    def label(task) -> str:
+        return task[1] if repeats == 1 else f"{task[1]} (seed {plans[task[1]].recipe.seed + task[0]})"
+
+    def start(task):
+        return _start(plan_of(task), task[1], repeats, group, resume, namespace)
+
+    def teacher_done(task, done) -> bool:
+        return task[1] not in teachers or (task[0], teachers[task[1]]) in done
+
+    with group.running(lambda: guard.requested):
+        if jobs == 1:
+            _train_in_order(tasks, start, label, runs, guard, board, live, listeners)
+        else:
+            train_in_workers(tasks, start, teacher_done, lambda folder: load_run(folder, namespace), runs, jobs,
+                             guard, board, label)
+    all_runs = {variant: [runs[task] for task in tasks if task[1] == variant and task in runs] for variant in plans}
     comparison = Comparison({k: v for k, v in all_runs.items() if v}, metric_key,
                             interrupted=guard.requested)
     if board:
@@ -169,13 +181,63 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
     return comparison
 
 
-def _earlier_run(run_name: str, recipe) -> RunFolder | None:
-    """The latest run of this variant (`adam`, or `adam-2`, … when the comparison ran again) whose recipe
-    means the same (`epochs` aside): what `resume` goes on with."""
-    root, base = runs_root(), RunFolder.slug(run_name)
+def _train_in_order(tasks, start, label, runs: dict, guard, board, live: bool, listeners) -> None:
+    """One run after the other in this process (`--jobs 1`), each heard by the board and `listeners`."""
+    for task in tasks:
+        if guard.requested:
+            break
+        if board:
+            board.begin(label(task))
+        started = start(task)
+        if isinstance(started, Run):  # loaded: it finished before (a resumed comparison)
+            runs[task] = started
+            if board:
+                board.add(started.history)
+        else:
+            runs[task] = started([*([board] if board else []), *listeners], stop=guard,
+                                 live=live and not (board and board.notebook))
+
+
+def _run_name(variant: str, plan: Plan, repeats: int) -> str:
+    return f"{variant}-seed{plan.recipe.seed}" if repeats > 1 else variant
+
+
+def _start(plan: Plan, variant: str, repeats: int, group: RunGroup, resume: bool, namespace):
+    """The variant's run in the comparison's folder: its finished earlier run (`resume`) as a Run, else a
+    `train(listeners, live=False, stop=None)` that resumes its earlier run or makes a new one."""
+    from nbopt.training import execute
+    run_name = _run_name(variant, plan, repeats)
+    earlier = _earlier_run(run_name, plan.recipe, group) if resume else None
+    if earlier is not None and _done(earlier, plan.recipe):
+        return load_run(str(earlier.path), namespace)
+    tracking = Tracking(tags={"compare": group.name, "variant": variant, "seed": plan.recipe.seed})
+
+    def train(listeners, live: bool = False, stop: InterruptGuard | None = None) -> Run:
+        return execute(plan, name=None if earlier else run_name, resume=str(earlier.path) if earlier else None,
+                       group=group, live=live, stop=stop, listeners=listeners, tracking=tracking)
+    return train
+
+
+def _earlier_comparison(name: str | None, plans: dict[str, Plan], repeats: int) -> RunGroup | None:
+    """The latest comparison called `name` (`name`, `name-2`, …; any, when None) holding a run of one of
+    these variants with the same recipe: what `resume` goes on with."""
+    root = runs_root()
+    pattern = re.compile(rf"{re.escape(RunFolder.slug(name))}(-\d+)?" if name else ".*")
+    groups = [group for path in (root.iterdir() if root.is_dir() else ()) if pattern.fullmatch(path.name)
+              and (group := RunGroup(path)).read().get("kind") == "compare"]
+    for group in sorted(groups, key=lambda g: g.read().get("created", 0), reverse=True):
+        if any(_earlier_run(_run_name(variant, plan, repeats), plan.recipe, group) for variant, plan in plans.items()):
+            return group
+    return None
+
+
+def _earlier_run(run_name: str, recipe, group: RunGroup) -> RunFolder | None:
+    """The latest run of this variant in the comparison's folder (`adam`, or `adam-2`, … when its recipe
+    changed) whose recipe means the same (`epochs` aside)."""
+    base = RunFolder.slug(run_name)
     pattern = re.compile(rf"{re.escape(base)}(-(\d+))?")
     found = [(folder.read_status().get("started", ""), int(match.group(2) or 1), folder)
-             for path in (root.iterdir() if root.is_dir() else ())
+             for path in (group.path.iterdir() if group.path.is_dir() else ())
              if (match := pattern.fullmatch(path.name)) and (folder := RunFolder(path)).read_status()]
     for _, _, folder in sorted(found, key=lambda item: item[:2], reverse=True):
         if not changed_keys(folder, recipe):

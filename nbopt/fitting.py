@@ -1,8 +1,10 @@
 """One `Fit` stage on Lightning: a Trainer with the recipe's settings and the run's callbacks.
 
 The run's history, best weights and interrupt guard span all its stages; each stage is a fresh
-Trainer fit of the same module. In a notebook, DDP runs in forked worker processes, which cannot
-draw into the kernel's outputs or return objects: their records come back through the run folder.
+Trainer fit of the same module. The Trainer, early stopping and the run's callbacks all come from
+the Lightning package of the module (nbopt.lightning_package). In a notebook, DDP runs in forked
+worker processes, which cannot draw into the kernel's outputs or return objects: their records come
+back through the run folder.
 """
 from __future__ import annotations
 
@@ -13,15 +15,15 @@ import threading
 from pathlib import Path
 
 import pandas as pd
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping
 from torch.multiprocessing import ProcessRaisedException
 
 from nbopt import metrics
 from nbopt.callbacks.best_weights import BestWeights
 from nbopt.callbacks.checkpoint import LastCheckpoint
 from nbopt.callbacks.divergence import LOSSES, DivergenceStop, first_nonfinite
+from nbopt.callbacks.interrupt import StopOnRequest
+from nbopt.lightning_package import package_of
 from nbopt.module import RecipeModule
 from nbopt.stages import Fit
 from nbopt.store import RunFolder
@@ -45,12 +47,13 @@ class Fitter:
                  watchers=(), replay=None):
         self.plan, self.module, self.target, self.recorder, self.guard = plan, module, target, recorder, guard
         self.folder, self.strategy, self.threads = folder, strategy, threads
+        self.lightning = package_of(module)  # the package whose Trainer fits this module
         self.watchers, self.replay = list(watchers), replay
         es = plan.recipe.early_stopping
         self.monitor = es.monitor if es else "val_loss"
         self.mode = metrics.mode(self.monitor, es.mode if es else None)
         self.best: BestWeights | None = None
-        self.trainer: pl.Trainer | None = None
+        self.trainer = None  # the last fit's Trainer
         self.stopped_early = False
         self.reported = LOSSES if isinstance(module, RecipeModule) else ()  # the losses that are always logged
         self.divergence: tuple[int, str, float] | None = None  # (epoch, loss, value) when the losses went NaN/inf
@@ -62,18 +65,22 @@ class Fitter:
     def fit(self, stage: Fit, callbacks=(), run_state: dict | None = None, checkpoint: Path | None = None) -> None:
         """One Trainer fit, from `checkpoint` when resuming; the best weights of this stage (when tracked)
         are restored at its end. `run_state` is what the run's last.ckpt keeps beside Lightning's state."""
-        recipe, train = self.plan.recipe, self.plan.data.train
-        self.best = BestWeights(self.target, self.monitor, self.mode, self.folder) if stage.track_best else None
+        recipe, train, lightning = self.plan.recipe, self.plan.data.train, self.lightning
+        self.best = None
+        if stage.track_best:
+            self.best = BestWeights.on(lightning)(self.target, self.monitor, self.mode, self.folder)
         early = recipe.early_stopping if stage.early_stopping else None
-        last = LastCheckpoint(self.folder, recipe.checkpoint_every, self.guard,
-                              train if hasattr(train, "load_state_dict") else None, run_state)
-        stage_callbacks = [self.recorder, DivergenceStop(self.recorder, self.reported), self.guard,
-                           *([self.best] if self.best else []), *callbacks, last]
+        last = LastCheckpoint.on(lightning)(self.folder, recipe.checkpoint_every, self.guard,
+                                            train if hasattr(train, "load_state_dict") else None, run_state)
+        stage_callbacks = [self.recorder, DivergenceStop.on(lightning)(self.recorder, self.reported),
+                           StopOnRequest.on(lightning)(self.guard), *([self.best] if self.best else []), *callbacks,
+                           last]
         if early:
-            stage_callbacks.append(EarlyStopping(monitor=self.monitor, patience=early.patience,
-                                                 min_delta=early.min_delta, mode=self.mode, check_finite=True))
+            stage_callbacks.append(lightning.callbacks.EarlyStopping(
+                monitor=self.monitor, patience=early.patience, min_delta=early.min_delta, mode=self.mode,
+                check_finite=True))
         self.recorder.epoch_offset = len(self.recorder.rows)
-        trainer = pl.Trainer(
+        trainer = lightning.Trainer(
             max_epochs=stage.epochs, accelerator="auto", devices=recipe.devices, num_nodes=recipe.nodes,
             strategy=self.strategy, precision=recipe.precision, gradient_clip_val=recipe.grad_clip,
             accumulate_grad_batches=recipe.accumulate, callbacks=stage_callbacks, logger=False,
@@ -106,7 +113,7 @@ class Fitter:
         return self.best.best_epoch + self.recorder.epoch_offset
 
     # -- forked workers (DDP in a notebook) ----------------------------------------------------
-    def _fit_in_workers(self, trainer: pl.Trainer, checkpoint: Path | None) -> None:
+    def _fit_in_workers(self, trainer, checkpoint: Path | None) -> None:
         """Fit in forked worker processes; the workers' callbacks write the history and best weights
         (rank 0 only), a thread here shows them live, and they are loaded back when the fit ends."""
         done = threading.Event()
@@ -145,7 +152,7 @@ class Fitter:
         return WorkerError(f"process {exc.error_index} of {self.plan.recipe.devices} failed (its traceback is in "
                            f"{self.folder.path / 'error.txt'}): {last}")
 
-    def _watch_folder(self, done: threading.Event, trainer: pl.Trainer) -> None:
+    def _watch_folder(self, done: threading.Event, trainer) -> None:
         """Show the workers' epochs as they land, tell this process's watchers, and pass stops on.
 
         A watcher asks to stop the way it would in one process, with ``trainer.should_stop`` (a
@@ -169,7 +176,7 @@ class Fitter:
         except (OSError, ValueError, pd.errors.EmptyDataError):  # caught mid-replace: read it next time
             return []
 
-    def _deliver_rows(self, trainer: pl.Trainer, seen: int) -> int:
+    def _deliver_rows(self, trainer, seen: int) -> int:
         rows = self._read_history()
         if len(rows) <= seen:
             return seen

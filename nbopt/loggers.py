@@ -3,7 +3,8 @@
 A run has several Fit stages (training, then fine-tuning after pruning), each a fresh Trainer; one
 Listener owns Lightning's logger objects for the whole run instead, so every tracker sees one run
 whose epochs are numbered across the stages, like the history. Compare and sweep say which
-experiment a run belongs to and tag it (`Tracking`).
+experiment a run belongs to and tag it (`Tracking`). The loggers never meet a Trainer, so those of
+the package that trains built-in models serve a run trained by either Lightning package.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 from nbopt.callbacks.recorder import Listener, unheard
 from nbopt.components import Component
 from nbopt.errors import RecipeError, closest, shown
+from nbopt.lightning_package import default_package
 from nbopt.registry import Registry
 from nbopt.store import runs_root
 
@@ -47,21 +49,22 @@ def _beside_runs(folder: str) -> Path:
 @LOGGERS.register("tensorboard", "TensorBoard event files in tb-logs/EXPERIMENT/RUN (`%tensorboard --logdir "
                   "tb-logs`)", skip=("run", "tracking"))
 def _tensorboard(run: str, tracking: Tracking, save_dir: str = "tb-logs"):
-    from pytorch_lightning.loggers import TensorBoardLogger
-    return TensorBoardLogger(str(_beside_runs(save_dir)), name=tracking.experiment or DEFAULT_EXPERIMENT,
-                             version=run, default_hp_metric=False)
+    return default_package().loggers.TensorBoardLogger(str(_beside_runs(save_dir)), version=run,
+                                                       name=tracking.experiment or DEFAULT_EXPERIMENT,
+                                                       default_hp_metric=False)
 
 
 @LOGGERS.register("mlflow", "an MLflow run; without a tracking_uri (or MLFLOW_TRACKING_URI), a local store "
                   "in mlruns/", skip=("run", "tracking"))
 def _mlflow(run: str, tracking: Tracking, tracking_uri: str | None = None, experiment: str | None = None):
-    from pytorch_lightning.loggers import MLFlowLogger
+    lightning = default_package()
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _beside_runs("mlruns").resolve().as_uri()
     if uri.startswith("file:") or "://" not in uri:  # MLflow 3 refuses a local folder store unless asked to
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    logger = MLFlowLogger(experiment_name=experiment or tracking.experiment or DEFAULT_EXPERIMENT, run_name=run,
-                          tracking_uri=uri, tags={k: str(v) for k, v in tracking.tags.items()} or None)
-    notices = logging.getLogger("pytorch_lightning.loggers.mlflow")
+    logger = lightning.loggers.MLFlowLogger(experiment_name=experiment or tracking.experiment or DEFAULT_EXPERIMENT,
+                                            run_name=run, tracking_uri=uri,
+                                            tags={k: str(v) for k, v in tracking.tags.items()} or None)
+    notices = logging.getLogger(f"{lightning.__name__}.loggers.mlflow")
     level = notices.level
     notices.setLevel(logging.ERROR)
     try:
@@ -75,17 +78,17 @@ def _mlflow(run: str, tracking: Tracking, tracking_uri: str | None = None, exper
 @LOGGERS.register("csv", "Lightning's metrics.csv and hparams.yaml in csv-logs/EXPERIMENT/RUN",
                   skip=("run", "tracking"))
 def _csv(run: str, tracking: Tracking, save_dir: str = "csv-logs"):
-    from pytorch_lightning.loggers import CSVLogger
-    return CSVLogger(str(_beside_runs(save_dir)), name=tracking.experiment or DEFAULT_EXPERIMENT, version=run)
+    return default_package().loggers.CSVLogger(str(_beside_runs(save_dir)), version=run,
+                                               name=tracking.experiment or DEFAULT_EXPERIMENT)
 
 
 @LOGGERS.register("wandb", "a Weights & Biases run; offline (sync it later) when wandb.ai cannot be reached",
                   skip=("run", "tracking"))
 def _wandb(run: str, tracking: Tracking, project: str | None = None, offline: bool | None = None):
-    from pytorch_lightning.loggers import WandbLogger
     offline = not _reachable("api.wandb.ai") if offline is None else offline
-    return WandbLogger(name=run, project=project or tracking.experiment or DEFAULT_EXPERIMENT, offline=offline,
-                       save_dir=str(_beside_runs(".")), tags=[f"{k}={v}" for k, v in tracking.tags.items()] or None)
+    return default_package().loggers.WandbLogger(name=run, project=project or tracking.experiment or DEFAULT_EXPERIMENT,
+                                                 offline=offline, save_dir=str(_beside_runs(".")),
+                                                 tags=[f"{k}={v}" for k, v in tracking.tags.items()] or None)
 
 
 def _reachable(host: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from IPython.core.error import UsageError
+from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.display import display
@@ -49,6 +49,14 @@ def _variable(name: str) -> str:
     return name
 
 
+def _ask(question: str) -> bool | None:
+    """A yes from the notebook's input box; where the front end has none (a headless run): asks no one."""
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except StdinNotImplementedError:
+        return None
+
+
 @magics_class
 class NboptMagics(Magics):
     @line_cell_magic
@@ -56,7 +64,7 @@ class NboptMagics(Magics):
         name, _, rest = line.strip().partition(" ")
         command = _command(name, cell)
         args = parser(command).parse_argstring(rest)
-        getattr(self, "_" + command.name.replace("-", "_"))(command, args, cell)
+        return getattr(self, "_" + command.name.replace("-", "_"))(command, args, cell)
 
     def _train(self, command: Command, args, cell: str) -> None:
         namespace, out = self.shell.user_ns, _variable(args.out)
@@ -93,14 +101,18 @@ class NboptMagics(Magics):
         self.shell.user_ns["panel"] = panel
         display(panel)
 
-    def _runs(self, command: Command, args, cell: None) -> None:
-        """The whole table: as text, every column (a terminal would otherwise elide some)."""
-        from nbopt.store import root_label
-        table = nbopt.runs()
+    def _runs(self, command: Command, args, cell: None):
+        """The table as a DataFrame (the cell's result, shown whole); deleting asks in the notebook first."""
+        from nbopt.catalog import delete_asking
+        from nbopt.store import runs_root
+        if args.rm or args.keep_last is not None:
+            print(delete_asking(args.rm or (), args.keep_last, args.yes, _ask))
+            return None
+        table = nbopt.runs(**command.keywords(args))
         if table.empty:
-            print(f"No runs recorded in {root_label()} yet.")
-        else:
-            display({"text/plain": table.to_string(), "text/html": table._repr_html_()}, raw=True)
+            print(f"No runs recorded in {runs_root()} yet.")
+            return None
+        return table
 
     def _export(self, command: Command, args, cell: None) -> None:
         written = nbopt.export(**command.keywords(args))

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import types
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 
 from nbopt.components import Component
+from nbopt.lightning_package import OnLightning, default_package, overrides
 from nbopt.metrics import task_metric
 from nbopt.techniques.augment import build_augmenter
 from nbopt.techniques.distill import distillation_loss, frozen
@@ -23,9 +22,8 @@ from nbopt.techniques.schedulers import build_schedule
 from nbopt.techniques.scores import Scores
 
 
-def configure_from_recipe(module: pl.LightningModule, recipe, epochs: int, lr: float | None = None,
-                          schedule: bool = True):
-    """The recipe's optimizer and schedule for `module`'s trainable parameters, in Lightning's format.
+def configure_from_recipe(module, recipe, epochs: int, lr: float | None = None, schedule: bool = True):
+    """The recipe's optimizer and schedule for a LightningModule's trainable parameters, in Lightning's format.
 
     `lr` (from an LR range test, or for fine-tuning) replaces the optimizer's own learning rate;
     fine-tuning after pruning runs without the schedule (`schedule=False`).
@@ -44,9 +42,12 @@ def configure_from_recipe(module: pl.LightningModule, recipe, epochs: int, lr: f
     return {"optimizer": optimizer, "lr_scheduler": config}
 
 
-class RecipeModule(pl.LightningModule):
+class RecipeModule(OnLightning):
     """Trains `net` with the recipe's loss, optimizer and schedule; reports val loss, the task's metric and
-    the recipe's `metrics:`."""
+    the recipe's `metrics:`. A LightningModule of the package that trains built-in models
+    (``RecipeModule.on(default_package())``)."""
+
+    lightning_base = "LightningModule"
 
     def __init__(self, net: nn.Module, loss_fn: nn.Module, recipe, task: str, num_classes: int | None,
                  normalization=None, augmenter: nn.Module | None = None, num_outputs: int | None = None):
@@ -160,22 +161,23 @@ def evaluate(module: RecipeModule, loader, net: nn.Module | None = None) -> dict
     return {"loss": total / max(count, 1), **{name: float(value) for name, value in scores.scalars().items()}}
 
 
-def build_lightning_module(plan) -> tuple[pl.LightningModule, nn.Module]:
-    """(the module Lightning trains, the model whose weights are the run's): our RecipeModule around a
+def build_lightning_module(plan) -> tuple[nn.Module, nn.Module]:
+    """(the LightningModule that trains, the model whose weights are the run's): our RecipeModule around a
     plain model, or a user's LightningModule as it is, with the recipe's optimizer and batches."""
     recipe, data = plan.recipe, plan.data
     augmenter = build_augmenter(recipe.augment, data.input_shape, data.task, data.num_classes)
     if not plan.model.is_lightning:
         loss_fn = build_loss(plan.loss, data.task, data.num_classes, class_weights=plan.class_weights)
-        module = RecipeModule(plan.model.net, loss_fn, recipe, data.task, data.num_classes, data.normalization,
-                              augmenter, data.num_outputs)
+        on_package = RecipeModule.on(default_package())
+        module = on_package(plan.model.net, loss_fn, recipe, data.task, data.num_classes, data.normalization,
+                            augmenter, data.num_outputs)
         if plan.teacher is not None:
             module.set_teacher(plan.teacher, recipe.distill.temperature, recipe.distill.alpha)
         return module, plan.model.net
     module = plan.model.net
     module.lr_override, module.use_schedule = None, True
     wants_recipe_optimizer = any(k in recipe.raw for k in ("optimizer", "scheduler", "lr_find"))
-    if wants_recipe_optimizer or not is_overridden("configure_optimizers", module, pl.LightningModule):
+    if wants_recipe_optimizer or not overrides(module, "configure_optimizers"):
         module.configure_optimizers = types.MethodType(
             lambda self: configure_from_recipe(self, recipe, recipe.epochs, self.lr_override, self.use_schedule),
             module)
@@ -184,7 +186,7 @@ def build_lightning_module(plan) -> tuple[pl.LightningModule, nn.Module]:
     return module, module
 
 
-def _prepare_batches(module: pl.LightningModule, augmenter, normalization) -> None:
+def _prepare_batches(module, augmenter, normalization) -> None:
     """A user's own steps stay as they are; their batches arrive augmented (training only) and normalised."""
     original = module.on_after_batch_transfer
 

@@ -20,6 +20,7 @@ from nbopt.data.resolve import DataBundle, resolve_data
 from nbopt.data.validate import quoted
 from nbopt.environment import in_notebook, notebook_namespace
 from nbopt.errors import RecipeError, shown
+from nbopt.lightning_package import overrides
 from nbopt.metrics import task_metric
 from nbopt.models.builtin import MODELS
 from nbopt.models.resolve import ResolvedModel, build_model
@@ -215,11 +216,8 @@ def _check_trainable(model: ResolvedModel, recipe: Recipe) -> None:
 
 def _check_own_steps(plan: Plan) -> None:
     """A user's LightningModule must validate: the history, best weights and final scores come from it."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.utilities.model_helpers import is_overridden
-
     for step in ("training_step", "validation_step"):
-        if not is_overridden(step, plan.model.net, pl.LightningModule):
+        if not overrides(plan.model.net, step):
             raise RecipeError(f"your LightningModule {type(plan.model.net).__name__} has no {step}; nbopt "
                               f"validates every epoch to keep the best weights, so define {step} and log "
                               "val_loss in validation_step (self.log('val_loss', loss))",

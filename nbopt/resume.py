@@ -20,7 +20,8 @@ from nbopt.errors import RecipeError
 from nbopt.liveness import LIVE, current_status
 from nbopt.recipe import Recipe, parse_recipe
 from nbopt.stages import Fit
-from nbopt.store import RunFolder, find_run
+from nbopt.catalog import find_run
+from nbopt.store import RunFolder
 from nbopt.techniques.prune import keep_weight_first, prunable
 
 MAY_CHANGE = ("epochs", "name")  # raising epochs trains further; the name is the folder's anyway

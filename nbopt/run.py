@@ -157,7 +157,7 @@ def load_run(name: str, namespace: dict | None = None) -> Run:
     """
     from nbopt.liveness import current_status
     from nbopt.plan import check
-    from nbopt.store import find_run
+    from nbopt.catalog import find_run
     folder = find_run(name)
     plan = check((folder.path / "recipe.yaml").read_text(), namespace, interactive=False)
     model, float_model = _model_with_weights(plan, folder.weights), None

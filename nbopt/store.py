@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from nbopt.errors import RecipeError, closest
-from nbopt.liveness import current_status
+from nbopt.errors import RecipeError
+from nbopt.liveness import LIVE, stamp
 
 _STATUS_LOCK = threading.Lock()  # a run's heartbeat thread and its main thread both update run.json
 
@@ -74,14 +75,15 @@ def _plain(value):
     return str(value)
 
 
-def _file_mode() -> int:
-    """The mode a plainly created file gets (0666 less the umask): temporary files start private (0600)."""
+def _umask() -> int:
+    """The umask: what a plainly created file (0666) or folder (0777) loses. Temporary ones start private."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
-FILE_MODE = _file_mode()
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -108,6 +110,27 @@ def save_weights(state: dict, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _claim(parent: Path, base: str) -> Path:
+    """A new folder `base` (else `base-2`, `base-3`, ...) in `parent`, claimed by one mkdir."""
+    with runs_folder_errors(parent):
+        parent.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(1):
+            path = parent / (base if n == 1 else f"{base}-{n}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return path
+
+
+def name_under_root(path: Path) -> str:
+    """A folder's path below the runs folder (`adam`, `optimizers/adam`); its own name when elsewhere."""
+    try:
+        return path.resolve().relative_to(runs_root().resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 class RunFolder:
@@ -137,24 +160,17 @@ class RunFolder:
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "run"
 
     @classmethod
-    def create(cls, name: str | None) -> "RunFolder":
-        """A new folder `name`, else `name-2`, `name-3`, ... Each is claimed by one mkdir that fails when the
-        folder exists, so two kernels starting runs of the same name at the same moment get two folders."""
-        root = runs_root()
+    def create(cls, name: str | None, group: "RunGroup | None" = None) -> "RunFolder":
+        """A new folder `name`, else `name-2`, `name-3`, ... (inside `group`, a compare's or a sweep's folder,
+        when given). Each is claimed by one mkdir that fails when the folder exists, so two kernels starting
+        runs of the same name at the same moment get two folders."""
         base = cls.slug(name) if name else time.strftime("run-%Y%m%d-%H%M%S")
-        with runs_folder_errors(root):
-            root.mkdir(parents=True, exist_ok=True)
-            for n in itertools.count(1):
-                path = root / (base if n == 1 else f"{base}-{n}")
-                try:
-                    path.mkdir()
-                except FileExistsError:
-                    continue
-                return cls(path)
+        return cls(_claim(group.path if group is not None else runs_root(), base))
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """How `runs`, `load` and `--resume` name it: `adam`, or `optimizers/adam` inside a group."""
+        return name_under_root(self.path)
 
     @property
     def weights(self) -> Path:
@@ -186,42 +202,74 @@ class RunFolder:
             return {}
 
 
-def list_runs() -> list[dict]:
-    """Every recorded run, newest first, with what a table of runs shows."""
-    root = runs_root()
-    if not root.is_dir():
-        return []
-    rows = []
-    for path in root.iterdir():
-        status = RunFolder(path).read_status()
-        if not status:
-            continue
-        rows.append({"name": path.name, "started": status.get("started", ""), "status": current_status(status),
-                     "epochs": status.get("epochs_run"), "best": status.get("best"),
-                     "metric": status.get("metric", ""), "model": status.get("model", ""),
-                     "data": status.get("data", "")})
-    return sorted(rows, key=lambda r: r["started"], reverse=True)
+GROUP_FILE = "group.json"
 
 
-def export_recipe(name: str, to: str | Path | None = None) -> Path:
-    """Copy a run's recipe to a YAML file (default: NAME.yaml here) that `nbopt run` accepts."""
-    folder = find_run(name)
-    target = Path(to or f"{folder.name}.yaml")
-    atomic_write_text(target, (folder.path / "recipe.yaml").read_text())
-    return target
+class RunGroup:
+    """A compare's or a sweep's folder. Its runs are run folders inside it; group.json says what it is
+    (kind, metric, when it started) and whether it is still going."""
 
+    def __init__(self, path: Path):
+        self.path = path
 
-def find_run(name: str) -> RunFolder:
-    """A run by its name under the runs folder (or by its folder's path)."""
-    path = Path(name) if Path(name).is_absolute() else runs_root() / name
-    if (path / "run.json").exists():
-        return RunFolder(path)
-    names = [r["name"] for r in list_runs()]
-    guess = closest(name, names)
-    hint = f" — did you mean '{guess}'?" if guess else (f"; recorded runs: {', '.join(names[:10])}" if names else
-                                                        "; no runs are recorded in this folder yet")
-    raise RecipeError(f"no run named '{name}' in {root_label()}{hint}")
+    @classmethod
+    def create(cls, kind: str, name: str, **fields) -> "RunGroup":
+        """A new group folder `name` (else `name-2`, ...): a comparison's."""
+        group = cls(_claim(runs_root(), RunFolder.slug(name)))
+        group.update(kind=kind, started=time.strftime("%Y-%m-%d %H:%M:%S"), created=time.time(), **fields)
+        return group
 
+    @classmethod
+    def shared(cls, kind: str, key: str, **fields) -> "RunGroup":
+        """The one folder of `key` (a sweep's study) that every worker fills, made by the first to need it.
+        It appears whole, group.json inside (made aside, then renamed into place), so a worker never takes
+        a half-made folder for someone else's."""
+        root, base = runs_root(), RunFolder.slug(key)
+        with runs_folder_errors(root):
+            root.mkdir(parents=True, exist_ok=True)
+            for n in itertools.count(1):
+                group = cls(root / (base if n == 1 else f"{base}-{n}"))
+                if not group.path.exists():
+                    group._place(kind=kind, key=key, started=time.strftime("%Y-%m-%d %H:%M:%S"), created=time.time(),
+                                 **fields)
+                info = group.read()
+                if info.get("kind") == kind and info.get("key") == key:
+                    return group
 
-def root_label() -> str:
-    return str(runs_root())
+    def _place(self, **info) -> None:
+        staging = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"))
+        try:
+            os.chmod(staging, DIR_MODE)  # as a plain mkdir would make it
+            atomic_write_text(staging / GROUP_FILE, json_text(info))
+            os.rename(staging, self.path)
+        except OSError:  # another worker placed it first
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @property
+    def name(self) -> str:
+        return name_under_root(self.path)
+
+    def read(self) -> dict:
+        try:
+            return json.loads((self.path / GROUP_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def update(self, **fields) -> None:
+        with _STATUS_LOCK:
+            atomic_write_text(self.path / GROUP_FILE, json_text({**self.read(), **fields}))
+
+    @contextlib.contextmanager
+    def running(self, interrupted):
+        """While this process trains the group's runs: `running` (`died` once the process is gone), then
+        `finished`, `interrupted` (when `interrupted()` says so, or on Ctrl-C) or `failed`."""
+        self.update(status=LIVE, **stamp())
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.update(status="interrupted")
+            raise
+        except BaseException:
+            self.update(status="failed")
+            raise
+        self.update(status="interrupted" if interrupted() else "finished")

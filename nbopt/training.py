@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 
 from nbopt._perf import threads_for, tune_allocator, use_channels_last
@@ -30,6 +29,7 @@ from nbopt.environment import in_notebook
 from nbopt.errors import RecipeError
 from nbopt.fitting import FORKED_STRATEGIES, Fitter
 from nbopt.interpretation import interpret
+from nbopt.lightning_package import package_of
 from nbopt.liveness import LIVE, Heartbeat, stamp
 from nbopt.loggers import Tracker, Tracking
 from nbopt.module import RecipeModule, build_lightning_module, evaluate
@@ -40,8 +40,8 @@ from nbopt.resume import Resume, restore_pruning_masks
 from nbopt.resume import prepare as prepare_resume
 from nbopt.run import Run, recipe_text, remember
 from nbopt.stages import FINISHING, Fit, MakePermanent, Measure, PruneWeights, Quantize, RemoveChannels, total_epochs
-from nbopt.store import (RunFolder, atomic_write_bytes, atomic_write_text, json_text, runs_folder_errors, runs_root,
-                         save_weights)
+from nbopt.store import (RunFolder, RunGroup, atomic_write_bytes, atomic_write_text, json_text, runs_folder_errors,
+                         runs_root, save_weights)
 from nbopt.techniques.lr_find import find_lr
 from nbopt.techniques.measure import count_macs, profile
 from nbopt.techniques.prune import ChannelPruner, GradualPruning, make_permanent, measured_sparsity, prune_to
@@ -65,14 +65,15 @@ def train(recipe: str | dict | Recipe, namespace: dict | None = None, *, name: s
 
 def execute(plan: Plan, *, name: str | None = None, resume: str | None = None, live: bool = True,
             stop: InterruptGuard | None = None, listeners: list[Listener] = (), sink=None,
-            tracking: Tracking | None = None) -> Run:
+            tracking: Tracking | None = None, group: RunGroup | None = None) -> Run:
     """Train a checked plan. `listeners` hear every step and epoch (compare's board, a sweep's pruner);
-    `tracking` names the experiment and tags of the run in the recipe's `logger:`s (compare, sweep)."""
+    `tracking` names the experiment and tags of the run in the recipe's `logger:`s (compare, sweep);
+    `group` is the compare's or sweep's folder that the run's folder goes in."""
     if name and resume:
         raise RecipeError(f"--name {name} and --resume {resume} go separately: a resumed run keeps its own folder "
                           "and name; leave out --name")
     tune_allocator()
-    session = _Session(plan, name, live, stop or InterruptGuard(), listeners, sink, resume, tracking)
+    session = _Session(plan, name, live, stop or InterruptGuard(), listeners, sink, resume, tracking, group)
     with quiet_lightning():
         try:
             # Owned for the whole run, not only inside fits: a Ctrl-C that reaches Lightning (between
@@ -99,7 +100,7 @@ class _HistoryWriter(Listener):
             self.folder.write_status(epochs_run=len(recorder.rows), heartbeat=time.time())
 
 
-def _open_folder(plan: Plan, name: str | None, resume: Resume | None) -> RunFolder:
+def _open_folder(plan: Plan, name: str | None, resume: Resume | None, group: RunGroup | None) -> RunFolder:
     """The run's folder (a resumed run's own); an extra DDP process of `nbopt run` writes a throw-away
     one (rank 0 keeps the records)."""
     now = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -111,7 +112,7 @@ def _open_folder(plan: Plan, name: str | None, resume: Resume | None) -> RunFold
         folder.write_status(resumed=now, finished=None, error=None)
         (folder.path / "metrics.json").unlink(missing_ok=True)  # an earlier finish's; this run scores anew
     else:
-        folder = RunFolder.create(name or plan.recipe.name)
+        folder = RunFolder.create(name or plan.recipe.name, group)
         folder.write_status(name=folder.name, started=now, epochs_run=0)
     folder.write_recipe(recipe_text(plan.recipe))
     folder.write_status(status=LIVE, **stamp(), model=plan.model.label, data=plan.data.description.split(":")[0],
@@ -123,7 +124,7 @@ class _Session:
     """One run while it executes its stages: the module, its folder, the history, and what happened."""
 
     def __init__(self, plan: Plan, name: str | None, live: bool, guard: InterruptGuard, listeners, sink=None,
-                 resume: str | None = None, tracking: Tracking | None = None):
+                 resume: str | None = None, tracking: Tracking | None = None, group: RunGroup | None = None):
         recipe = plan.recipe
         self.plan, self.recipe, self.guard = plan, recipe, guard
         self.stages = plan_stages(recipe, plan.teacher is not None)
@@ -135,19 +136,20 @@ class _Session:
         self.resume = prepare_resume(resume, recipe, self.stages, checked=not is_distributed_child()) \
             if resume else None
         with runs_folder_errors(runs_root()):  # unwritable, or a full disk: one line before any training
-            self.folder = _open_folder(plan, name, self.resume)
+            self.folder = _open_folder(plan, name, self.resume, group)
         for listener in listeners:
             listener.on_start(self.folder)
         self.folder.on_write_error = lambda exc: guard.request_stop()
         self.heartbeat = Heartbeat(self.folder)
         self.module, self.target = build_lightning_module(plan)
+        self.lightning = package_of(self.module)  # the package whose Trainer, callbacks and seeding train it
         self.live = live
         self.live_output = LiveOutput(self.folder.name, total_epochs(self.stages), plan.metric_key,
                                       sink=sink) if live else None
         forked = strategy in FORKED_STRATEGIES
         # Forked workers cannot draw into this kernel's outputs: they write the folder, which the Fitter watches.
         own = [_HistoryWriter(self.folder)] + ([] if forked else [*([self.live_output] if live else []), *listeners])
-        self.recorder = Recorder(plan.metric_key, own, extra=self._extra_columns())
+        self.recorder = Recorder.on(self.lightning)(plan.metric_key, own, extra=self._extra_columns())
         threads = None if plan.model.is_lightning else threads_for(self.target, plan.sample_input, recipe.batch_size)
         self.fitter = Fitter(plan, self.module, self.target, self.recorder, guard, self.folder, strategy, threads,
                              watchers=listeners if forked else (),
@@ -173,7 +175,7 @@ class _Session:
         self.heartbeat.start()
         if isinstance(self.plan.data.train, TensorBatches):
             self.plan.data.train.generator.manual_seed(self.recipe.seed)  # same batches for the same seed
-        pl.seed_everything(self.recipe.seed, verbose=False)
+        self.lightning.seed_everything(self.recipe.seed, verbose=False)
         checkpoint = self.resume.checkpoint if self.resume else None
         first = self.resume.stage if checkpoint else 0
         if checkpoint:  # what the stages before the checkpoint's left behind
@@ -199,8 +201,8 @@ class _Session:
             self.module.lr_override = stage.lr or self.lr_found
             self.module.use_schedule = stage.schedule
             gradual = stage.prune_while_training
-            callbacks = [GradualPruning(self.target, gradual.method, gradual.amount, gradual.epochs,
-                                        gradual.global_)] if gradual else []
+            callbacks = [GradualPruning.on(self.lightning)(self.target, gradual.method, gradual.amount,
+                                                           gradual.epochs, gradual.global_)] if gradual else []
             if checkpoint is not None:
                 restore_pruning_masks(self.module, checkpoint)
             state = {"stage": index, "lr_found": self.lr_found, "report": self.report_before}
@@ -372,7 +374,7 @@ def _run_lr_find(plan: Plan, module, folder: RunFolder, live: bool) -> float:
     return result.suggestion
 
 
-def final_scores(plan: Plan, module, trainer: pl.Trainer | None, net=None) -> dict:
+def final_scores(plan: Plan, module, trainer, net=None) -> dict:
     """Scores of the returned (best) weights — what `run.model` really does, not the last epoch."""
     splits = {"val": plan.data.val, **({"test": plan.data.test} if plan.data.test is not None else {})}
     scores = {}

@@ -20,6 +20,11 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+def run_folders(root: Path) -> list[str]:
+    """Every run folder under a runs folder, as `runs` names them: `plain`, `optimizers/adam`, `S/trial0`."""
+    return sorted(path.parent.relative_to(root).as_posix() for path in root.glob("**/run.json"))
+
+
 @pytest.fixture(autouse=True)
 def runs_dir(tmp_path, monkeypatch) -> Path:
     """Runs go to ``tmp_path/runs``; the working folder is ``tmp_path`` (for exported files)."""
@@ -88,13 +93,16 @@ class Kernel:
 
         return interrupt, sent
 
-    def execute(self, code: str, timeout: float = 120, on_busy=None) -> tuple[dict, list[dict]]:
+    def execute(self, code: str, timeout: float = 120, on_busy=None, answer: str | None = None,
+                allow_stdin: bool = True) -> tuple[dict, list[dict]]:
         """Run `code`; return the execute_reply content and the iopub messages of this execution.
 
         `on_busy` (optional) is called repeatedly while the cell runs; when it returns True it is not
-        called again (used to interrupt the kernel at the right moment).
+        called again (used to interrupt the kernel at the right moment). `answer` is typed into the
+        notebook's input box when the cell asks (its `input_request` joins the messages);
+        `allow_stdin=False` is a front end without one.
         """
-        msg_id = self.kc.execute(code)
+        msg_id = self.kc.execute(code, allow_stdin=allow_stdin)
         outputs: list[dict] = []
         deadline = time.monotonic() + timeout
         idle = False
@@ -103,6 +111,10 @@ class Kernel:
                 raise TimeoutError(f"cell did not finish within {timeout}s: {code[:80]!r}")
             if on_busy is not None and on_busy():
                 on_busy = None
+            if answer is not None and self.kc.stdin_channel.msg_ready():
+                request = self.kc.get_stdin_msg(timeout=1)
+                outputs.append(request)
+                self.kc.input(answer)
             try:
                 msg = self.kc.get_iopub_msg(timeout=0.2)
             except queue.Empty:

@@ -99,8 +99,9 @@ def test_runs_and_export_read_the_recorded_runs(tmp_path, runs_dir, capsys):
                         model="mlp", data="iris")
     assert main(["runs"]) == 0
     header, _, row = capsys.readouterr().out.splitlines()
-    assert header.split() == ["started", "status", "epochs", "best", "metric", "model", "data"]
-    assert row.split() == ["recorded", "2024-01-01", "10:00:00", "finished", "3", "0.9", "val_acc", "mlp", "iris"]
+    assert header.split() == ["kind", "started", "status", "runs", "epochs", "score", "model", "data"]
+    assert row.split() == ["recorded", "train", "2024-01-01", "10:00:00", "finished", "1", "3", "val_acc", "0.9", "mlp",
+                           "iris"]
     assert main(["export", "recorded", "--to", "out.yaml"]) == 0
     assert capsys.readouterr().out.strip() == "Wrote out.yaml"
     assert (tmp_path / "out.yaml").read_text() == "model: mlp\ndata: iris\n"

@@ -105,12 +105,10 @@ def test_runs_lists_the_recorded_runs(ip, runs_dir, capsys):
     assert capsys.readouterr().out.strip() == f"No runs recorded in {runs_dir} yet."
     assert cell(ip, "train --name first", RECIPE).success
     assert cell(ip, "train --name second", "model: mlp(hidden=[8])\ndata: wine\nepochs: 1\n").success
-    capsys.readouterr()
-    ip.run_line_magic("nbopt", "runs")
-    shown = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in shown.splitlines()[2:]}
-    assert set(rows) == {"first", "second"}
-    assert "finished" in rows["first"] and "iris" in rows["first"] and "wine" in rows["second"]
+    table = ip.run_line_magic("nbopt", "runs")
+    assert sorted(table.index) == ["first", "second"]
+    assert table.loc["first", ["status", "data"]].tolist() == ["finished", "iris"]
+    assert table.loc["second", "data"] == "wine" and table.loc["second", "score"].startswith("val_acc 0.")
 
 
 def test_export_writes_a_recipe_that_check_accepts(ip, tmp_path, capsys):

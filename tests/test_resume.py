@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import run_folders
 from test_parallel import ROOT, finish, start_cli
 
 import nbopt
@@ -252,17 +253,19 @@ def test_a_comparison_resumes_loading_finished_variants_and_resuming_the_broken_
     recipe = TINY + "epochs: 4\nvariants:\n  adam: {}\n  sgd: {optimizer: 'sgd(lr=0.3)'}\n"
     with pytest.raises(RuntimeError, match="stopped after epoch 3"):
         nbopt.compare(recipe, {}, live=False, listeners=[CrashInRun(2, 3)])
-    adam_before = json.loads((runs_dir / "adam" / "run.json").read_text())
+    [group] = [path.name for path in runs_dir.iterdir()]
+    adam_before = json.loads((runs_dir / group / "adam" / "run.json").read_text())
     resumed = nbopt.compare(recipe, {}, resume=True, live=False)
-    assert sorted(p.name for p in runs_dir.iterdir()) == ["adam", "sgd"], "nothing trained anew"
-    assert json.loads((runs_dir / "adam" / "run.json").read_text()) == adam_before, "the finished variant was loaded"
-    assert "resumed" in json.loads((runs_dir / "sgd" / "run.json").read_text())
-    again = nbopt.compare(recipe, {}, live=False)  # the same comparison, whole, in new folders adam-2 and sgd-2
+    assert run_folders(runs_dir) == [f"{group}/adam", f"{group}/sgd"], "nothing trained anew"
+    assert json.loads((runs_dir / group / "adam" / "run.json").read_text()) == adam_before, "the finished one loaded"
+    assert "resumed" in json.loads((runs_dir / group / "sgd" / "run.json").read_text())
+    assert nbopt.runs().loc[group, ["kind", "status", "runs"]].tolist() == ["compare", "finished", 2]
+    again = nbopt.compare(recipe, {}, live=False)  # the same comparison, whole, in a new comparison folder
     for name in ("adam", "sgd"):
         same_run(resumed.runs[name], again.runs[name])
     pd.testing.assert_frame_equal(resumed.table.drop(columns="time (s)"), again.table.drop(columns="time (s)"))
-    assert nbopt.compare(recipe, {}, resume=True, live=False).runs["sgd"].folder.name == "sgd-2", \
-        "the latest run of each variant is the one that goes on"
+    assert nbopt.compare(recipe, {}, resume=True, live=False).runs["sgd"].name == again.runs["sgd"].name != \
+        resumed.runs["sgd"].name, "the latest comparison is the one that goes on"
 
 
 def test_compare_resume_is_a_switch_of_the_magic():
@@ -311,7 +314,7 @@ def test_a_new_name_for_a_resumed_run_is_refused(train, runs_dir):
     with pytest.raises(nbopt.RecipeError, match=r"^--name other and --resume cut go separately: a resumed run keeps "
                                                 r"its own folder and name; leave out --name$"):
         train(TINY + "epochs: 3\n", name="other", resume="cut")
-    assert sorted(p.name for p in runs_dir.iterdir()) == ["cut"]
+    assert run_folders(runs_dir) == ["cut"]
 
 
 def test_checkpoint_every_must_be_a_positive_number_of_epochs(check):
@@ -421,7 +424,8 @@ def test_compare_resume_in_a_kernel_loads_the_finished_variants(kernel):
     assert reply["status"] == "ok", kernel.errors(outputs)
     reply, outputs = kernel.execute("%%nbopt compare --resume --out again\n" + cell, timeout=300)
     assert reply["status"] == "ok", kernel.errors(outputs)
-    reply, outputs = kernel.execute("print(sorted(n for n in __import__('os').listdir(r'%s') if n.startswith('kv-')),"
+    reply, outputs = kernel.execute("from pathlib import Path\n"
+                                    "print(sorted(p.parent.name for p in Path(r'%s').glob('*/kv-*/run.json')),"
                                     " (first.table[['val_acc', 'epochs run']] == again.table[['val_acc', "
                                     "'epochs run']]).all().all())" % kernel.runs)
     assert kernel.text(outputs).strip() == "['kv-adam', 'kv-sgd'] True"

@@ -18,6 +18,7 @@ import optuna
 import pandas as pd
 import pytest
 from cli_command import nbopt_command
+from conftest import run_folders
 import yaml
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
@@ -275,11 +276,11 @@ def test_trials_limits_a_grid_too_and_the_rest_runs_later(tmp_path, runs_dir):
 def test_running_a_finished_grid_again_runs_nothing(tmp_path, runs_dir):
     text = recipe("  optimizer.lr: [0.01, 0.003]\n")
     first = run_sweep(text, sampler="grid", pruner="none")
-    folders = sorted(p.name for p in runs_dir.iterdir())
+    folders = run_folders(runs_dir)
     again = run_sweep(text, sampler="grid", pruner="none")
     assert again.study.study_name == first.study.study_name
     assert len(again.study.trials) == 2 and set(states(again.study)) == {"COMPLETE"}
-    assert sorted(p.name for p in runs_dir.iterdir()) == folders, "no trial ran twice"
+    assert run_folders(runs_dir) == folders, "no trial ran twice"
 
 
 # -- --trials N: the number of finished trials the study holds --------------------------------------------------
@@ -291,7 +292,7 @@ def test_trials_is_the_number_of_finished_trials_the_study_should_hold(tmp_path,
     second = run_sweep(text, trials=5, sampler="random", pruner="none")
     assert second.study.study_name == first.study.study_name, "the same cell resumes the same study"
     assert states(journal_study(first.study.study_name)) == ["COMPLETE"] * 5, "the second run added 2, not 5"
-    assert len(list(runs_dir.iterdir())) == 5
+    assert len(run_folders(runs_dir)) == 5
     third = run_sweep(text, trials=4, sampler="random", pruner="none")
     assert len(third.study.trials) == 5, "a study that holds enough trials runs no more"
 
@@ -304,7 +305,7 @@ def test_another_sampler_or_pruner_starts_its_own_study(tmp_path, runs_dir):
     assert [name.rsplit("-", 1)[0] for name in names] == ["sweep-random-none", "sweep-tpe-none", "sweep-tpe-median"]
     for name in names:
         assert states(journal_study(name)) == ["COMPLETE"] * 2, "each ran its own 2 trials, none mixed in"
-    assert len(list(runs_dir.iterdir())) == 6
+    assert len(run_folders(runs_dir)) == 6
     again = run_sweep(text, trials=2, sampler="random", pruner="none")
     assert again.study.study_name == names[0] and len(again.study.trials) == 2, "the same settings resume"
 
@@ -433,7 +434,7 @@ def test_a_trial_that_another_worker_finished_is_skipped_and_the_sweep_goes_on(t
     taken, rerun = study.trials[0], study.trials[1]
     assert rerun.params == taken.params, "the recovered trial's parameters ran again"
     assert "run" not in taken.user_attrs, "this worker recorded nothing more on the trial it lost"
-    history = (runs_dir / "S-trial0" / "history.csv").read_text().splitlines()
+    history = (runs_dir / "S" / "trial0" / "history.csv").read_text().splitlines()
     assert len(history) == 2, "the lost trial stopped training after the epoch that found it finished"
     assert [r.getMessage() for r in caplog.records if r.name.startswith("nbopt")] == [
         "nbopt sweep: trial 0 was finished by another worker (taken for dead?); this worker's result for it is "
@@ -451,7 +452,7 @@ def test_changing_the_space_of_an_existing_study_is_refused_unless_allowed(tmp_p
     assert str(caught.value) == ("study 'S' was created with another search space (optimizer.lr: [0.01, 0.003]); "
                                  "use a new --study name, or --allow-space-change to add to it anyway")
     assert len(journal_study("S").trials) == 2, "nothing was added to the refused study"
-    assert len(list(runs_dir.iterdir())) == 2
+    assert len(run_folders(runs_dir)) == 2
 
     allowed = run_sweep(changed, trials=3, sampler="random", pruner="none", study="S", allow_space_change=True)
     study = journal_study("S")
@@ -577,8 +578,8 @@ def test_two_jobs_run_trials_in_two_processes(tmp_path, runs_dir):
 def test_best_is_this_sweeps_run_even_when_an_earlier_sweep_made_runs_of_the_same_names(
         tmp_path, runs_dir, monkeypatch):
     text = recipe("  optimizer.lr: loguniform(1e-3, 1e-1)\n", seed="3")
-    first = run_sweep(text, trials=2, sampler="random", pruner="none", study="S")  # its runs: S-trial0, S-trial1
-    assert Path(first.best.checkpoint).parent.parent == runs_dir
+    first = run_sweep(text, trials=2, sampler="random", pruner="none", study="S")  # its runs: S/trial0, S/trial1
+    assert Path(first.best.checkpoint).parent.parent == runs_dir / "S"
     # start over in another folder (a new study file, a new runs folder): the same run names come again,
     # this time from worker processes
     again = tmp_path / "again"
@@ -623,7 +624,7 @@ def test_the_sweep_magic_leaves_a_sweep_with_the_best_run(ip, tmp_path, runs_dir
     assert states(result.study) == ["COMPLETE"] * 2
     best = result.best
     assert best.metrics["val_acc"] == pytest.approx(result.study.best_value)
-    assert Path(best.checkpoint).exists() and Path(best.checkpoint).parent.parent == runs_dir
+    assert Path(best.checkpoint).exists() and Path(best.checkpoint).parents[2] == runs_dir
     assert best.name == result.study.best_trial.user_attrs["run"]
     assert isinstance(result.plot(), Figure)
     assert isinstance(result.trials, pd.DataFrame) and len(result.trials) == 2

@@ -24,6 +24,7 @@ import optuna
 import pandas as pd
 import pytest
 from cli_command import nbopt_command
+from conftest import run_folders
 from optuna.trial import TrialState
 
 from nbopt import RecipeError
@@ -296,5 +297,5 @@ def test_a_worker_killed_mid_trial_loses_nothing_and_its_trial_resumes_from_its_
     history = pd.read_csv(folder / "history.csv")
     assert list(history["epoch"]) == [1, 2, 3], "one history: the epochs before the kill and those after"
     assert resumed[0].intermediate_values.keys() == {1, 2, 3}, "the pruner sees every epoch of the resumed trial"
-    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    runs = run_folders(tmp_path / "runs")
     assert len(runs) == 6, f"no run folder for the restart of the killed trial: {runs}"

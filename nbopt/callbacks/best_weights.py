@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import torch
-from pytorch_lightning.callbacks import Callback
 from torch import nn
 
+from nbopt.lightning_package import OnLightning
 from nbopt.store import RunFolder, save_weights
 
 
-class BestWeights(Callback):
+class BestWeights(OnLightning):
     def __init__(self, target: nn.Module, monitor: str = "val_loss", mode: str = "min",
                  folder: RunFolder | None = None):
         if mode not in ("min", "max"):

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_lightning.callbacks import Checkpoint
+
+from nbopt.lightning_package import OnLightning
 
 LAST = "last.ckpt"
 
@@ -25,16 +26,19 @@ LAST = "last.ckpt"
 AUTO_INTERVAL_S = 10.0  # `checkpoint_every: auto`: at most one checkpoint this often (a write costs milliseconds)
 
 
-class LastCheckpoint(Checkpoint):
+class LastCheckpoint(OnLightning):
     """Writes ``last.ckpt`` into the run's folder (a RunFolder) at the end of every `every`-th epoch and at a stage's last epoch;
     ``every="auto"``: at the end of an epoch when AUTO_INTERVAL_S have passed since the last write.
 
     Writing costs a few milliseconds, an eighth of an epoch of the digits MLP, so short epochs are
-    checkpointed by time, not one by one. A ``Checkpoint`` subclass, so Lightning calls it after
-    every other callback's epoch end (early stopping included) and the file holds their state as of
-    the finished epoch. `batches` is the training batches' own generator (a TensorBatches), `extra`
-    the run's state outside this fit.
+    checkpointed by time, not one by one. Made on the ``Checkpoint`` of the run's Lightning package
+    (``LastCheckpoint.on(package)``), so that package's Trainer calls it after every other callback's
+    epoch end (early stopping included) and the file holds their state as of the finished epoch.
+    `batches` is the training batches' own generator (a TensorBatches), `extra` the run's state
+    outside this fit.
     """
+
+    lightning_base = "callbacks.Checkpoint"
 
     def __init__(self, folder, every: int | str, guard, batches=None, extra: dict | None = None):
         self.folder, self.path = folder, folder.path / LAST

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from pytorch_lightning.callbacks import Callback
+from nbopt.lightning_package import OnLightning
 
 LOSSES = ("train_loss", "val_loss")
 
@@ -31,7 +31,7 @@ def first_nonfinite(rows: list[dict], reported: tuple[str, ...] = LOSSES) -> tup
     return None
 
 
-class DivergenceStop(Callback):
+class DivergenceStop(OnLightning):
     """Placed after the Recorder: looks at the epochs it recorded, and stops every process on NaN/inf."""
 
     def __init__(self, recorder, reported: tuple[str, ...] = LOSSES):

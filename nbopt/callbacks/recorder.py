@@ -4,13 +4,11 @@ from __future__ import annotations
 import math
 import time
 
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
-
+from nbopt.lightning_package import OnLightning
 from nbopt.module import RecipeModule
 
 
-class Recorder(Callback):
+class Recorder(OnLightning):
     """Collects the history and tells its listeners (live output, run folder) about progress."""
 
     def __init__(self, metric_key: str, listeners: list | None = None, extra=None):
@@ -106,8 +104,8 @@ class Listener:
     def on_start(self, folder) -> None:
         """The run's folder (a RunFolder) is claimed; called once, before anything trains."""
 
-    def on_step(self, recorder: Recorder, trainer: pl.Trainer) -> None:
+    def on_step(self, recorder: Recorder, trainer) -> None:
         pass
 
-    def on_epoch(self, recorder: Recorder, trainer: pl.Trainer, row: dict) -> None:
+    def on_epoch(self, recorder: Recorder, trainer, row: dict) -> None:
         pass

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -26,6 +25,7 @@ from nbopt.data.targets import clean_targets, detect_task, encode_like, encode_t
 from nbopt.data.validate import (check_batch_inputs, check_batch_targets, check_classes, check_dataset, check_finite,
                                  check_samples, check_split, first_pair, numeric_inputs)
 from nbopt.errors import RecipeError, shown
+from nbopt.lightning_package import is_datamodule
 from nbopt.namespace import Reference
 from nbopt.recipe import Recipe
 from nbopt.techniques.balance import balanced_draws
@@ -93,7 +93,7 @@ def resolve_data(ref: Reference, recipe: Recipe) -> DataBundle:
         return _from_arrays(obj.x, obj.y, recipe, obj.description, obj.test)
     if _is_dataframe(obj):
         return _from_dataframe(obj, recipe, ref.label)
-    if isinstance(obj, pl.LightningDataModule):
+    if is_datamodule(obj):
         return _from_datamodule(obj, recipe, ref.label)
     if isinstance(obj, (tuple, list)) and len(obj) in (2, 3):
         if len(obj) == 2 and all(_is_array(part) for part in obj):
@@ -278,7 +278,8 @@ def _from_tensor_splits(tensors: list, recipe: Recipe, description: str) -> Data
                       classes, class_counts=_class_counts(splits["train"][1], task, num_classes))
 
 
-def _from_datamodule(dm: pl.LightningDataModule, recipe: Recipe, label: str) -> DataBundle:
+def _from_datamodule(dm, recipe: Recipe, label: str) -> DataBundle:
+    """A LightningDataModule of either package, whichever trains the model: only its loaders are used."""
     dm.prepare_data()
     dm.setup("fit")
     test = None

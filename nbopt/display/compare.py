@@ -54,6 +54,13 @@ class CompareBoard(LiveBoard, Listener):
         self.histories[self.current].append(row)
         self.frame(self._live_info, functools.partial(draw_curves, quick=True), LABEL)
 
+    def follow(self, running: dict[str, list[dict]], done: int, total: int) -> None:
+        """Runs that train in worker processes (`--jobs`): their rows so far, read from their folders."""
+        self.histories.update(running)
+        self.tick(lambda: f"compare · {done}/{total} runs done · training {', '.join(running) or '…'}")
+        if any(running.values()):
+            self.frame(self._live_info, functools.partial(draw_curves, quick=True), LABEL)
+
     def _live_info(self) -> CurvesInfo:
         return curves_info({label: pd.DataFrame(rows) for label, rows in self.histories.items() if rows},
                            self.metric_key, "compare")

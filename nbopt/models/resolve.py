@@ -9,11 +9,11 @@ import copy
 import inspect
 from dataclasses import dataclass
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from nbopt.errors import RecipeError, shown
+from nbopt.lightning_package import package_of
 from nbopt.models.builtin import IMAGE_MODELS, MODELS
 from nbopt.namespace import Reference
 
@@ -22,7 +22,7 @@ from nbopt.namespace import Reference
 class ResolvedModel:
     net: nn.Module
     label: str
-    is_lightning: bool  # a user's own LightningModule: its own steps are kept
+    is_lightning: bool  # a user's own LightningModule (of either package): its own steps are kept
 
 
 def build_model(ref: Reference, input_shape: tuple, num_outputs: int, seed: int, line: int | None = None
@@ -35,8 +35,7 @@ def build_model(ref: Reference, input_shape: tuple, num_outputs: int, seed: int,
                               f"shape {list(input_shape)}; use mlp for tabular data", key="model", line=line)
         return ResolvedModel(_build_builtin(entry, input_shape, num_outputs, kwargs, line), ref.label, False)
     net = _instantiate(ref, line)
-    _refuse_other_lightning(net, line)
-    return ResolvedModel(net, ref.label, isinstance(net, pl.LightningModule))
+    return ResolvedModel(net, ref.label, package_of(net) is not None)
 
 
 def _build_builtin(entry, input_shape: tuple, num_outputs: int, kwargs: dict, line: int | None) -> nn.Module:
@@ -85,11 +84,3 @@ def _signature(obj) -> str:
     except (TypeError, ValueError):
         return "()"
 
-
-def _refuse_other_lightning(net: nn.Module, line: int | None) -> None:
-    """``lightning.pytorch`` and ``pytorch_lightning`` are separate class trees that do not mix."""
-    for cls in type(net).__mro__:
-        if cls.__name__ == "LightningModule" and cls.__module__.startswith("lightning."):
-            raise RecipeError("this LightningModule comes from `lightning.pytorch`; nbopt trains with "
-                              "`pytorch_lightning` — subclass `pytorch_lightning.LightningModule` instead "
-                              "(the API is the same)", key="model", line=line)

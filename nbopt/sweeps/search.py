@@ -16,6 +16,7 @@ from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.environment import in_notebook, notebook_namespace
 from nbopt.display.plots import register_figure_formatter
 from nbopt.errors import RecipeError
+from nbopt.store import RunGroup
 from nbopt.sweeps.board import SweepBoard, trials_table
 from nbopt.sweeps.plots import draw_sweep
 from nbopt.sweeps import PRUNERS, SAMPLERS
@@ -76,10 +77,11 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
     board = SweepBoard(optuna_study, trials, metric, direction == "maximize", live and in_notebook()) if live else None
     work = dict(base=raw, params=params, trials=trials, metric=metric, namespace=namespace, grid=sampler == "grid",
                 timeout=timeout)
-    if jobs == 1:
-        run_trials(optuna_study, guard=guard, board=board, **work)
-    else:
-        _run_workers(url, name, sampler, pruner, epochs, seed, jobs, work, board, guard)
+    with RunGroup.shared("sweep", name, metric=metric, direction=direction).running(lambda: guard.requested):
+        if jobs == 1:
+            run_trials(optuna_study, guard=guard, board=board, **work)
+        else:
+            _run_workers(url, name, sampler, pruner, epochs, seed, jobs, work, board, guard)
     result = Sweep(optuna_study, metric, masked(url), namespace, interrupted=guard.requested)
     if board is not None:
         board.close(repr(result), result._repr_html_())

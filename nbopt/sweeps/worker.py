@@ -20,6 +20,7 @@ from nbopt.errors import RecipeError
 from nbopt.loggers import Tracking
 from nbopt.sweeps.space import Param, apply
 from nbopt.sweeps.study import claim_queued_trial, counts, recover_dead_trials, worker_identity
+from nbopt.store import RunGroup
 
 _log = logging.getLogger(__name__)
 
@@ -148,7 +149,11 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, base: dict, params: lis
         value, state = None, TrialState.PRUNED
     elif reporter.pruned:
         value, state = None, TrialState.PRUNED
-    elif value is None or not math.isfinite(value):
+    elif value is None:  # a LightningModule of the user's that does not log it
+        trial.set_user_attr("error", f"{metric} was never logged: log it in validation_step "
+                                     f"(self.log('{metric}', ...)), or sweep --metric one it logs")
+        value, state = None, TrialState.FAIL
+    elif not math.isfinite(value):
         trial.set_user_attr("error", f"{metric} is {value}: the training diverged")
         value, state = None, TrialState.FAIL
     study.tell(trial, value, state=state, skip_if_finished=True)
@@ -168,5 +173,6 @@ def _train_trial(plan, trial: optuna.Trial, study_name: str, reporter: _TrialRep
             return execute(plan, resume=earlier, live=False, stop=guard, listeners=[reporter], tracking=tracking)
         except RecipeError as exc:  # refused before training: it finished after all, or its recipe differs
             _log.warning("nbopt sweep: trial %d starts afresh instead of resuming %s: %s", trial.number, earlier, exc)
-    return execute(plan, name=f"{study_name}-trial{trial.number}", live=False, stop=guard, listeners=[reporter],
+    group = RunGroup.shared("sweep", study_name, metric=reporter.metric, direction=trial.study.direction.name.lower())
+    return execute(plan, name=f"trial{trial.number}", group=group, live=False, stop=guard, listeners=[reporter],
                    tracking=tracking)

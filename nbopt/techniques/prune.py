@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.utils.prune as torch_prune
-from pytorch_lightning.callbacks import Callback
 from torch import nn
+
+from nbopt.lightning_package import OnLightning
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _METHODS = {"l1_unstructured": torch_prune.L1Unstructured, "random_unstructured": torch_prune.RandomUnstructured}
@@ -77,7 +78,7 @@ def measured_sparsity(model: nn.Module) -> float:
     return float(sum(int((w == 0).sum()) for w in weights) / total) if total else 0.0
 
 
-class GradualPruning(Callback):
+class GradualPruning(OnLightning):
     """Prunes at the end of each training epoch towards the cubic schedule's cumulative sparsity."""
 
     def __init__(self, target: nn.Module, method: str, amount: float, epochs: int, global_: bool):

@@ -20,6 +20,7 @@ import nbopt
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.callbacks.recorder import Listener
 from nbopt.errors import RecipeError
+from nbopt.lightning_package import is_datamodule
 from nbopt.widgets.choices import (ACTIVATION_NAMES, AUGMENT_LABELS, BUILTIN_DATA, BUILTIN_MODELS, DEFAULT_LR,
                                    DEFAULT_SAMPLER, IMAGE_AUGMENT_LABELS, IMAGE_DATA, OPTIMIZER_NAMES,
                                    PRUNE_METHODS, SAMPLER_NAMES, SCHEDULES, as_text, from_text, recipe_default,
@@ -137,10 +138,8 @@ class Panel:
         return self._variables(is_model) + BUILTIN_MODELS
 
     def _data_options(self) -> list[str]:
-        import pytorch_lightning as pl
-
         def is_data(v):
-            if isinstance(v, pl.LightningDataModule) or type(v).__name__ == "DataFrame":
+            if is_datamodule(v) or type(v).__name__ == "DataFrame":
                 return True
             return isinstance(v, tuple) and len(v) in (2, 3) and all(hasattr(p, "__len__") for p in v)
         return self._variables(is_data) + BUILTIN_DATA

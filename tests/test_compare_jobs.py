@@ -1,0 +1,85 @@
+"""`compare --jobs N`: variants × repeats trained in N worker processes, with the results of one job."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from conftest import run_folders
+from test_resume import same_run
+from torch import nn
+
+import nbopt
+from nbopt.callbacks.interrupt import InterruptGuard
+
+TINY = "model: mlp(hidden=[16])\ndata: synthetic(n=300, shape=[8], classes=3)\nbatch_size: 32\nepochs: 3\n"
+VARIANTS = TINY + ("variants:\n  adam: {}\n  sgd: {optimizer: 'sgd(lr=0.3)'}\n"
+                   "  student: {model: 'mlp(hidden=[4])', distill: {teacher: adam}}\n")
+
+
+def test_two_jobs_give_what_one_job_gives_distillation_included(runs_dir):
+    one = nbopt.compare(VARIANTS, {}, repeats=2, name="one", live=False)
+    two = nbopt.compare(VARIANTS, {}, repeats=2, name="two", jobs=2, live=False)
+    for variant in ("adam", "sgd", "student"):
+        assert len(two.all_runs[variant]) == 2
+        for alone, parallel in zip(one.all_runs[variant], two.all_runs[variant]):
+            assert alone.recipe.seed == parallel.recipe.seed
+            same_run(parallel, alone)
+    assert two.table.drop(columns="time (s)").equals(one.table.drop(columns="time (s)"))
+    assert [name for name in run_folders(runs_dir) if name.startswith("two/")] == [
+        f"two/{variant}-seed{seed}" for variant in ("adam", "sgd", "student") for seed in (0, 1)]
+    assert json.loads((runs_dir / "two" / "group.json").read_text())["status"] == "finished"
+
+
+def test_a_stop_reaches_every_worker_and_keeps_what_they_trained(runs_dir):
+    guard = InterruptGuard()
+    threading.Timer(3.0, guard.request_stop).start()
+    long = TINY.replace("epochs: 3", "epochs: 400")
+    stopped = nbopt.compare(long + "variants:\n  a: {}\n  b: {optimizer: sgd}\n  c: {}\n", {}, jobs=2, name="stop",
+                            stop=guard, live=False)
+    assert stopped.interrupted
+    assert sorted(stopped.runs) == ["a", "b"], "the third never started"
+    assert {run.status for run in stopped.runs.values()} == {"interrupted"}
+    assert all(0 < len(run.history) < 400 for run in stopped.runs.values())
+    assert nbopt.runs().loc["stop", "status"] == "interrupted"
+
+
+class FailsInTraining(nn.Module):
+    """Trains for a while, then raises: a bug that shows only after the checks."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer, self.calls = nn.Linear(8, 3), 0
+
+    def forward(self, x):
+        self.calls += self.training
+        if self.calls > 20:
+            raise ValueError("boom in forward")
+        return self.layer(x)
+
+
+def test_a_run_that_fails_in_a_worker_fails_the_comparison(runs_dir):
+    recipe = TINY.replace("model: mlp(hidden=[16])\n", "") + "variants:\n  fine: {model: 'mlp'}\n  bad: {model: net}\n"
+    with pytest.raises(RuntimeError, match=r"^ValueError: boom in forward$"):
+        nbopt.compare(recipe, {"net": FailsInTraining()}, jobs=2, name="failing", live=False)
+    assert nbopt.runs().loc["failing", "status"] == "failed"
+
+
+def test_jobs_must_be_positive_and_leave_devices_alone(runs_dir):
+    with pytest.raises(nbopt.RecipeError, match=r"^--jobs must be at least 1, got 0$"):
+        nbopt.compare(VARIANTS, {}, jobs=0, live=False)
+    with pytest.raises(nbopt.RecipeError, match=r"^variant 'ddp' trains on several devices, which --jobs 2 would "
+                                                r"share out as well; use --jobs 1 with devices$"):
+        nbopt.compare(TINY + "variants:\n  one: {}\n  ddp: {devices: 2, strategy: ddp}\n", {}, jobs=2, live=False)
+    assert run_folders(runs_dir) == []
+
+
+def test_compare_jobs_in_a_kernel_draws_the_live_figure_and_the_table(kernel):
+    cell = TINY.replace("epochs: 3", "epochs: 40") + "variants:\n  kj-adam: {}\n  kj-sgd: {optimizer: 'sgd(lr=0.3)'}\n"
+    reply, outputs = kernel.execute("%%nbopt compare --jobs 2 --name kernel-jobs --out kj\n" + cell, timeout=300)
+    assert reply["status"] == "ok", kernel.errors(outputs)
+    figures = [m["content"]["data"] for m in outputs if m["msg_type"] in ("display_data", "update_display_data")
+               and "image/png" in m["content"]["data"]]
+    assert figures and figures[-1]["text/plain"] == "<compare curves>"
+    reply, outputs = kernel.execute("print(sorted(kj.runs), [len(r.history) for r in kj.runs.values()])")
+    assert kernel.text(outputs).strip() == "['kj-adam', 'kj-sgd'] [40, 40]"
