@@ -110,6 +110,9 @@ def test_the_final_figure_is_drawn_from_the_final_history_not_the_rows_seen():
     board = LiveOutput("ddp", 4, "val_acc", sink=sink)
     board.start()
     board.replay(history(3).to_dict("records"), "2 processes")  # a DDP worker's last epoch lands later
+    assert board.figure_info is None, "no live frame in a run's first seconds: only the final figure"
+    board.defer_frames(0)
+    board.replay(history(3).to_dict("records"), "2 processes")
     assert board.figure_info.curves["epoch"].max() == 3
     assert sink.last("status").startswith("ddp · epoch 3/4 · 2 processes · val_loss 0.4 · val_acc 0.8")
     board.finish(run_of("ddp", history(4)))

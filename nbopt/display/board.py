@@ -17,6 +17,7 @@ from nbopt.display.plots import figure_png
 STATUS_INTERVAL = 0.25  # seconds between status-line updates
 FIGURE_BUDGET = 0.025  # share of wall time that redrawing the figure may take
 MIN_FIGURE_INTERVAL = 1.0  # seconds between live frames, however cheap they are
+FIRST_FRAME_AFTER = 2.0  # a run shorter than this shows only its final figure: a frame costs ~0.2 s to draw
 
 
 class DisplaySink:
@@ -94,6 +95,10 @@ class LiveBoard:
         self.figure(make_info(), draw, label)
         cost = time.monotonic() - started
         self._next_figure = time.monotonic() + max(MIN_FIGURE_INTERVAL, cost / FIGURE_BUDGET)
+
+    def defer_frames(self, seconds: float) -> None:
+        """No live frame for `seconds`: the status line says how training goes meanwhile."""
+        self._next_figure = time.monotonic() + seconds
 
     def line(self, text: str) -> None:
         """A printed line, outside a notebook only (where the status slot says it instead)."""

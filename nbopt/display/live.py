@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from nbopt.callbacks.recorder import Listener
-from nbopt.display.board import FIGURE_BUDGET, STATUS_INTERVAL, LiveBoard
+from nbopt.display.board import FIGURE_BUDGET, FIRST_FRAME_AFTER, STATUS_INTERVAL, LiveBoard
 from nbopt.display.plots import curves_info, draw_curves
 from nbopt.display.summary import summary_html, summary_text
 from nbopt.environment import in_notebook
@@ -45,6 +45,7 @@ class LiveOutput(LiveBoard, Listener):
     def start(self, note: str | None = None) -> None:
         """Open the board; `note` says how this run starts (a resumed run: from where)."""
         self.open(f"{self.title}: {note or 'starting…'}")
+        self.defer_frames(FIRST_FRAME_AFTER)  # a short run is not slowed by drawing what finish() draws anyway
         if note:
             self.line(f"{self.title}: {note}")
 
