@@ -111,7 +111,23 @@ class RecipeModule(OnLightning):
         detached = loss.detach()
         self._train_loss_sum = detached if self._train_loss_sum is None else self._train_loss_sum + detached
         self._train_batches += 1
+        if not self.automatic_optimization:
+            self._step_by_hand(loss, batch_idx)
         return loss
+
+    def _step_by_hand(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """What Lightning's automatic optimisation does for this module, without its closure and hook
+        layers: the loss over `accumulate`, backward, and every `accumulate` batches (and at the epoch's
+        last) the recipe's clipping, one optimizer step and zeroed gradients. Same arithmetic, same order."""
+        accumulate = self.recipe.accumulate
+        self.manual_backward(loss / accumulate if accumulate > 1 else loss)
+        if (batch_idx + 1) % accumulate and batch_idx + 1 < self.trainer.num_training_batches:
+            return
+        optimizer = self.optimizers()
+        if self.recipe.grad_clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.recipe.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        optimizer.zero_grad()
 
     def validation_step(self, batch, batch_idx):
         x, y = batch[0], batch[1]

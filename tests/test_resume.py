@@ -208,6 +208,17 @@ def test_a_run_that_removes_channels_globally_refuses_to_resume(train):
         train(recipe, resume="cut")
 
 
+def test_a_checkpoint_from_before_callbacks_were_bundled_resumes(train, runs_dir):
+    recipe = TINY + "epochs: 4\n"
+    with pytest.raises(RuntimeError):
+        execute(check(recipe, {}), name="old", live=False, listeners=[CrashAfter(2)])
+    path = runs_dir / "old" / "last.ckpt"
+    saved = torch.load(path, weights_only=True)
+    saved["callbacks"].update(saved["callbacks"].pop("Bundle"))  # each callback's state on its own, as it was
+    torch.save(saved, path)
+    same_run(train(recipe, resume="old"), train(recipe, name="whole"))
+
+
 def test_raising_epochs_trains_a_finished_run_further(train):
     train(TINY + "epochs: 3\n", name="short")
     longer = train(TINY + "epochs: 5\n", resume="short")
@@ -220,7 +231,7 @@ def test_checkpoint_every_thins_the_checkpoints(train, runs_dir):
     with pytest.raises(RuntimeError):
         execute(check(recipe, {}), name="thin", live=False, listeners=[CrashAfter(4)])
     saved = torch.load(runs_dir / "thin" / "last.ckpt", weights_only=True)
-    assert len(saved["callbacks"]["Recorder"]["rows"]) == 2  # written after epoch 2, not 3
+    assert len(saved["callbacks"]["Bundle"]["Recorder"]["rows"]) == 2  # written after epoch 2, not 3
     same_run(train(recipe, resume="thin"), train(recipe, name="whole"))
 
 

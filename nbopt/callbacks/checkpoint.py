@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nbopt.callbacks.bundle import part_state
 from nbopt.lightning_package import OnLightning
 
 LAST = "last.ckpt"
@@ -118,4 +119,4 @@ def read_run_state(folder: Path) -> dict | None:
     run = next((state["run"] for key, state in callbacks.items() if key.startswith(LastCheckpoint.__qualname__)), None)
     if run is None:
         return None
-    return {**run, "epochs_done": len(callbacks.get("Recorder", {}).get("rows", []))}
+    return {**run, "epochs_done": len(part_state(callbacks, "Recorder").get("rows", []))}
