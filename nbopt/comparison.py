@@ -104,8 +104,17 @@ def _plans(recipes: dict, namespace) -> tuple[dict[str, Plan], dict[str, str]]:
     return plans, teachers
 
 
-def _ranking_metric(plans: dict[str, Plan], metric: str) -> str:
-    """The column that ranks the variants, once every variant is known to report it."""
+def _ranking_metric(plans: dict[str, Plan], metric: str | None, jobs: int) -> str:
+    """The column that ranks the variants, once every variant is known to report it (and to train in one
+    process, when `jobs` share the machine out)."""
+    metric_keys = {plan.metric_key for plan in plans.values()}
+    if len(metric_keys) > 1:
+        raise RecipeError(f"the variants report different metrics ({', '.join(sorted(metric_keys))}); "
+                          "compare variants of the same task")
+    if jobs > 1 and (several := [v for v, plan in plans.items() if plan.recipe.devices != 1]):
+        raise RecipeError(f"variant '{several[0]}' trains on several devices, which --jobs {jobs} would share out "
+                          "as well; use --jobs 1 with devices")
+    metric = metric or metric_keys.pop()
     for name, plan in plans.items():
         if metric not in plan.reported:
             where = f"variant '{name}': " if len(plans) > 1 else ""
@@ -133,14 +142,7 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
         raise RecipeError(f"--jobs must be at least 1, got {jobs}")
     recipes = variant_recipes(recipe)
     plans, teachers = _plans(recipes, namespace)
-    metric_keys = {plan.metric_key for plan in plans.values()}
-    if len(metric_keys) > 1:
-        raise RecipeError(f"the variants report different metrics ({', '.join(sorted(metric_keys))}); "
-                          "compare variants of the same task")
-    metric_key = _ranking_metric(plans, metric or metric_keys.pop())
-    if jobs > 1 and (several := [v for v, plan in plans.items() if plan.recipe.devices != 1]):
-        raise RecipeError(f"variant '{several[0]}' trains on several devices, which --jobs {jobs} would share out "
-                          "as well; use --jobs 1 with devices")
+    metric_key = _ranking_metric(plans, metric, jobs)
     name = name or next(iter(plans.values())).recipe.name
     earlier = _earlier_comparison(name, plans, repeats) if resume else None
     group = earlier or RunGroup.create("compare", name or time.strftime("compare-%Y%m%d-%H%M%S"), metric=metric_key)
