@@ -14,7 +14,7 @@ from torch import nn
 from nbopt.comparison import Comparison
 from nbopt.display.compare import CompareBoard, compare_info
 from nbopt.display.live import LiveOutput
-from nbopt.display.plots import curves_info, draw_curves
+from nbopt.display.plots import curves_info, draw_curves, draw_lr_find
 from nbopt.run import Run
 from nbopt.sweeps.board import SweepBoard
 from nbopt.sweeps.plots import (FIRST_SHADE, ProgressInfo, SweepInfo, draw_sweep, draw_sweep_info, progress_info,
@@ -85,6 +85,26 @@ def test_the_lr_axis_is_logarithmic_for_a_wide_range_and_starts_at_zero_when_con
     assert not constant.lr_log and constant.lr_top == pytest.approx(0.015)
     decaying = curves_info({"a": history(3, lr=[0.1, 0.05, 0.01])}, "val_acc")
     assert (decaying.lr_log, decaying.lr_top) == (False, None)
+
+
+def test_a_loss_ten_times_another_gets_a_log_axis_and_legends_sit_below_the_panels():
+    distilled = history(3)
+    distilled["train_loss"] = distilled["train_loss"] * 16  # a distillation's loss carries T² = 16
+    info = curves_info({"distilled": distilled, "alone": history(3)}, "val_acc")
+    assert info.loss_log and not curves_info({"alone": history(3)}, "val_acc").loss_log
+    fig = draw_curves(info)
+    loss_axis = fig.axes[0]
+    assert loss_axis.get_yscale() == "log"
+    fig.canvas.draw()
+    legend, axis = loss_axis.get_legend().get_window_extent(), loss_axis.get_window_extent()
+    assert legend.y1 < axis.y0, "the legend covers no curve"
+
+
+def test_the_lr_range_test_plot_leaves_out_the_start_up_points():
+    lrs = [10 ** (-6 + i / 10) for i in range(50)]
+    losses = [9.0] * 10 + [2.0 - i / 100 for i in range(40)]  # the first ten: the optimizer starting up
+    line = draw_lr_find(lrs, losses, 1e-3).axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == lrs[10:] and max(line.get_ydata()) == 2.0
 
 
 def test_a_compression_run_gets_a_sparsity_panel():

@@ -20,6 +20,8 @@ PANEL_TITLES = {"loss": "loss", "lr": "learning rate", "sparsity": "sparsity (sh
                 "parameters": "parameters"}
 CURVE_COLUMNS = ["run", "panel", "curve", "epoch", "value"]
 LOG_LR_RANGE = 50  # an LR that spans more than this factor is drawn on a log axis
+LOG_LOSS_RATIO = 10  # a loss curve this many times above another (a distillation's ×T² train loss): log axis
+LR_FIND_SKIP = 10  # the range test's first points: the optimizer's start-up, not the LR (Lightning skips them too)
 
 
 @dataclass
@@ -32,6 +34,7 @@ class CurvesInfo:
     curves: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CURVE_COLUMNS))
     lr_log: bool = False  # the LR spans more than LOG_LR_RANGE×: a log axis
     lr_top: float | None = None  # a constant LR: its axis runs from 0 to this, so the line is not at an edge
+    loss_log: bool = False  # one loss curve runs LOG_LOSS_RATIO× above another: a log axis, so neither is flat
 
 
 def curves_info(histories: dict[str, pd.DataFrame], metric_key: str, title: str = "") -> CurvesInfo:
@@ -46,7 +49,16 @@ def curves_info(histories: dict[str, pd.DataFrame], metric_key: str, title: str 
     curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)
     lr_log, lr_top = _lr_axis(curves[curves["curve"] == "lr"])
     panels = ["loss", metric_key, "lr", *([extra] if extra else [])]
-    return CurvesInfo(title, list(histories), panels, curves, lr_log, lr_top)
+    return CurvesInfo(title, list(histories), panels, curves, lr_log, lr_top, _loss_log(curves))
+
+
+def _loss_log(curves: pd.DataFrame) -> bool:
+    """Whether some loss curve's typical value is LOG_LOSS_RATIO× another's (all positive)."""
+    losses = curves[curves["panel"] == "loss"].dropna(subset=["value"])
+    if losses.empty or (losses["value"] <= 0).any():
+        return False
+    medians = losses.groupby(["run", "curve"])["value"].median()
+    return bool(medians.max() / medians.min() > LOG_LOSS_RATIO)
 
 
 def _lr_axis(lr: pd.DataFrame) -> tuple[bool, float | None]:
@@ -76,9 +88,13 @@ def draw_curves(info: CurvesInfo, *, quick: bool = False) -> Figure:
     `quick` uses fixed margins instead of the constrained layout, which doubles the cost of
     rendering: for the frames of a live figure, not the one that stays.
     """
-    fig = Figure(figsize=(14 if len(info.panels) > 3 else 11, 3.2), layout=None if quick else "constrained")
+    loss_lines = info.curves[info.curves["panel"] == "loss"].groupby(["run", "curve"]).ngroups
+    rows = max(1, -(-loss_lines // 2))  # the legends' lines below the panels
+    fig = Figure(figsize=(14 if len(info.panels) > 3 else 11, 3.4 + 0.18 * rows),
+                 layout=None if quick else "constrained")
     if quick:
-        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.15, top=0.82 if info.title else 0.9, wspace=0.25)
+        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.22 + 0.05 * rows, top=0.82 if info.title else 0.9,
+                            wspace=0.25)
     axes = dict(zip(info.panels, fig.subplots(1, len(info.panels))))
     several = len(info.runs) > 1
     for (run, panel, curve), line in info.curves.groupby(["run", "panel", "curve"], sort=False):
@@ -88,6 +104,8 @@ def draw_curves(info: CurvesInfo, *, quick: bool = False) -> Figure:
         ax.set(title=PANEL_TITLES.get(panel, panel), xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if info.loss_log:
+        axes["loss"].set_yscale("log")
     lr_ax = axes["lr"]
     if info.lr_log:
         lr_ax.set_yscale("log")
@@ -96,9 +114,10 @@ def draw_curves(info: CurvesInfo, *, quick: bool = False) -> Figure:
         if info.lr_top is not None:
             lr_ax.set_ylim(0, info.lr_top)
     legends = [axes["loss"]] + ([axes[info.panels[1]]] if several else [])
-    for ax in legends:
+    for ax in legends:  # below the panel, where they cover no curve
         if ax.get_lines():
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2,
+                      frameon=False)
     if info.title:
         fig.suptitle(info.title, fontsize=10)
     return fig
@@ -131,10 +150,12 @@ def register_figure_formatter() -> None:
 
 
 def draw_lr_find(lrs: list[float], losses: list[float], suggestion: float) -> Figure:
-    """Loss against LR on a log axis, with the suggested LR marked."""
+    """Loss against LR on a log axis, with the suggested LR marked; without the first LR_FIND_SKIP points,
+    whose loss reflects the optimizer starting up rather than the LR, as Lightning's suggestion ignores them."""
     fig = Figure(figsize=(5, 3), layout="constrained")
     ax = fig.subplots()
-    ax.plot(lrs, losses)
+    skip = LR_FIND_SKIP if len(lrs) > 2 * LR_FIND_SKIP else 0
+    ax.plot(lrs[skip:], losses[skip:])
     ax.axvline(suggestion, color="C3", linestyle="--", label=f"suggested lr {suggestion:.2g}")
     ax.set(title="LR range test", xscale="log", xlabel="learning rate", ylabel="training loss")
     ax.grid(alpha=0.3)
