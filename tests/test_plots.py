@@ -100,6 +100,17 @@ def test_a_loss_ten_times_another_gets_a_log_axis_and_legends_sit_below_the_pane
     assert legend.y1 < axis.y0, "the legend covers no curve"
 
 
+def test_runs_whose_learning_rates_are_ten_times_apart_share_a_log_axis():
+    assert curves_info({"adam": history(3, lr=[1e-3] * 3), "sgd": history(3, lr=[0.1] * 3)}, "val_acc").lr_log
+    assert not curves_info({"a": history(3, lr=[0.05] * 3), "b": history(3, lr=[0.1] * 3)}, "val_acc").lr_log
+
+
+def test_a_mean_over_seeds_ends_where_the_first_seed_stopped():
+    info = compare_info({"stopping": [history(3), history(5)], "full": [history(5), history(5)]}, "val_acc")
+    last = info.curves.groupby("run")["epoch"].max()
+    assert last["stopping"] == 3 and last["full"] == 5
+
+
 def test_the_lr_range_test_plot_leaves_out_the_start_up_points():
     lrs = [10 ** (-6 + i / 10) for i in range(50)]
     losses = [9.0] * 10 + [2.0 - i / 100 for i in range(40)]  # the first ten: the optimizer starting up

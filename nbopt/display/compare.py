@@ -16,10 +16,18 @@ LABEL = "compare curves"
 def compare_info(histories: dict[str, list[pd.DataFrame]], metric_key: str) -> CurvesInfo:
     """The record behind compare's figure, from variant → its runs' histories (one per seed): each
     variant's mean curve per epoch, so a variant with several seeds is one line, not a tangle."""
-    means = {name: pd.concat(frames).groupby("epoch", as_index=False).mean(numeric_only=True)
+    means = {name: _mean_while_all_run(frames)
              for name, runs in histories.items() if (frames := [h for h in runs if not h.empty])}
     seeds = max((len(runs) for runs in histories.values()), default=1)
     return curves_info(means, metric_key, "compare" + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
+
+
+def _mean_while_all_run(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The mean per epoch up to the shortest run's last epoch: past it (a seed stopped early) the mean
+    would be over fewer runs, and its curve would jump for that reason alone."""
+    last = min(int(frame["epoch"].max()) for frame in frames)
+    mean = pd.concat(frames).groupby("epoch", as_index=False).mean(numeric_only=True)
+    return mean[mean["epoch"] <= last]
 
 
 class CompareBoard(LiveBoard, Listener):

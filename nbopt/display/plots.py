@@ -20,6 +20,7 @@ PANEL_TITLES = {"loss": "loss", "lr": "learning rate", "sparsity": "sparsity (sh
                 "parameters": "parameters"}
 CURVE_COLUMNS = ["run", "panel", "curve", "epoch", "value"]
 LOG_LR_RANGE = 50  # an LR that spans more than this factor is drawn on a log axis
+LOG_LR_RUNS = 10  # runs whose LRs are this many times apart: a log axis, or the smaller sits on the zero line
 LOG_LOSS_RATIO = 10  # a loss curve this many times above another (a distillation's ×T² train loss): log axis
 LR_FIND_SKIP = 10  # the range test's first points: the optimizer's start-up, not the LR (Lightning skips them too)
 
@@ -62,11 +63,15 @@ def _loss_log(curves: pd.DataFrame) -> bool:
 
 
 def _lr_axis(lr: pd.DataFrame) -> tuple[bool, float | None]:
-    """A log axis when some run's LR spans a wide range (warm-up, exponential decay); a constant LR
-    is shown from zero, since matplotlib would otherwise zoom into rounding noise."""
+    """A log axis when some run's LR spans a wide range (warm-up, exponential decay) or the runs' LRs are
+    far apart (Adam's 1e-3 beside SGD's 0.1); a constant LR is shown from zero, since matplotlib would
+    otherwise zoom into rounding noise."""
     for _, values in lr.groupby("run", sort=False)["value"]:
         if (values > 0).all() and values.max() / max(values.min(), 1e-30) > LOG_LR_RANGE:
             return True, None
+    typical = lr.groupby("run", sort=False)["value"].median()
+    if len(typical) > 1 and (typical > 0).all() and typical.max() / typical.min() >= LOG_LR_RUNS:
+        return True, None
     values = lr["value"].dropna()
     if len(values) and values.max() - values.min() <= 1e-9 * abs(values.max()):
         return False, values.max() * 1.5
