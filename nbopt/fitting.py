@@ -24,6 +24,7 @@ from nbopt.callbacks.bundle import Bundle
 from nbopt.callbacks.checkpoint import LastCheckpoint
 from nbopt.callbacks.divergence import LOSSES, DivergenceStop, first_nonfinite
 from nbopt.callbacks.interrupt import StopOnRequest
+from nbopt.data.placement import BatchesOnDevice
 from nbopt.lightning_package import OnLightning, package_of
 from nbopt.module import RecipeModule
 from nbopt.stages import Fit
@@ -97,6 +98,7 @@ class Fitter:
                                             train if hasattr(train, "load_state_dict") else None, run_state)
         parts = [self.recorder, DivergenceStop.on(lightning)(self.recorder, self.reported),
                  StopOnRequest.on(lightning)(self.guard), *([self.best] if self.best else []), *callbacks]
+        parts.append(BatchesOnDevice.on(lightning)(train, self.plan.data.val))  # in-memory splits: on the GPU once
         stage_callbacks = [Bundle.on(lightning)(parts), last]
         if early:
             stage_callbacks.append(lightning.callbacks.EarlyStopping(

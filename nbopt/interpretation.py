@@ -7,7 +7,8 @@ with the run's own normalisation and class names.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,14 @@ class Interpretation:
     outputs: torch.Tensor  # the model's outputs, one row per validation sample
     targets: torch.Tensor
     losses: torch.Tensor  # per sample: cross-entropy for classes, squared error for regression
-    inputs: torch.Tensor  # the raw inputs (images are shown as they were stored)
+    batches: object = field(repr=False)  # the validation split's raw (x, y) batches, read again for `inputs`
+    input_dims: int = 2  # dimensions of a batch of inputs: 4 for images
+
+    @functools.cached_property
+    def inputs(self) -> torch.Tensor:
+        """The raw inputs (images as they were stored), read from the batches when first asked for: the
+        summary's scores need none, and holding them all would cost a copy of the validation split."""
+        return torch.cat([torch.as_tensor(batch[0]).cpu() for batch in self.batches])
 
     @property
     def predicted(self) -> torch.Tensor:
@@ -32,7 +40,7 @@ class Interpretation:
 
     @property
     def is_image(self) -> bool:
-        return self.inputs.ndim == 4
+        return self.input_dims == 4
 
     def _names(self, index) -> list:
         return [self.classes[int(i)] for i in index]
@@ -115,13 +123,14 @@ def interpret(model, batches, task: str, classes: list | None, prepare) -> Inter
     needed to explain the predictions. `classes` names the outputs (None: their indices)."""
     model.eval()
     device = next(model.parameters(), torch.empty(0)).device
-    parts = {"inputs": [], "outputs": [], "targets": []}
+    parts = {"outputs": [], "targets": []}
+    input_dims = 2
     for batch in batches:
         x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
-        parts["inputs"].append(x.cpu())
+        input_dims = x.ndim
         parts["outputs"].append(model(prepare(x.float()).to(device)).float().cpu())
         parts["targets"].append(y.cpu())
-    inputs, outputs, targets = (torch.cat(parts[key]) for key in ("inputs", "outputs", "targets"))
+    outputs, targets = (torch.cat(parts[key]) for key in ("outputs", "targets"))
     if task == "classification":
         targets = targets.long()
         losses = F.cross_entropy(outputs, targets, reduction="none")
@@ -129,4 +138,4 @@ def interpret(model, batches, task: str, classes: list | None, prepare) -> Inter
     else:
         losses = ((outputs.reshape(targets.shape) - targets.float()) ** 2).reshape(len(targets), -1).mean(dim=1)
         names = []
-    return Interpretation(task, names, outputs, targets, losses, inputs)
+    return Interpretation(task, names, outputs, targets, losses, batches, input_dims)

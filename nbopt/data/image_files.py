@@ -14,7 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from nbopt.data.loaders import TensorBatches, as_float
+from nbopt.data.loaders import TensorBatches, as_float, row_chunks
 from nbopt.errors import RecipeError
 
 MODES = {1: "L", 3: "RGB"}
@@ -80,16 +80,16 @@ def decode_chunk(paths: list[str], size: tuple[int, int], channels: int, keep: b
     return (pixels if keep else channel_sums(pixels, per_image=True)), failed
 
 
-def channel_sums(pixels: torch.Tensor, per_image: bool = False) -> torch.Tensor:
-    """Sums and sums of squares of uint8 (N, C, H, W) pixels per channel: (2, C), or (N, 2, C) per image.
+def channel_sums(pixels: torch.Tensor, per_image: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Sums and sums of squares of uint8 (N, C, H, W) pixels per channel — of the images `rows` only,
+    when given: (2, C), or (N, 2, C) per image.
 
     Exact integers, so that the statistics of a split come out the same whether its pixels were
     cached or streamed, and however they were grouped.
     """
     dims = (2, 3) if per_image else (0, 2, 3)
-    step = max(1, 2**24 // max(pixels[0].numel(), 1))  # int64 copies of at most 128 MB at a time
     parts = []
-    for part in pixels.split(step):
+    for _, part in row_chunks(pixels, rows, elements=2**22):  # int64 copies of at most 32 MB at a time
         wide = part.to(torch.int64)
         parts.append(torch.stack([wide.sum(dims), (wide * wide).sum(dims)], dim=-2))
     return torch.cat(parts) if per_image else torch.stack(parts).sum(0)
@@ -164,8 +164,10 @@ class StreamedBatches(TensorBatches):
     for each of them.
     """
 
-    def __init__(self, x, y, batch_size, shuffle, seed=0, draws=None, *, files: ImageFiles, workers: int):
-        super().__init__(x, y, batch_size, shuffle, seed, draws)
+    movable = False  # decoded on the host, by workers: nothing in memory to move to the GPU
+
+    def __init__(self, x, y, batch_size, shuffle, seed=0, draws=None, *, rows=None, files: ImageFiles, workers: int):
+        super().__init__(x, y, batch_size, shuffle, seed, draws, rows=rows)
         self.files, self.workers = files, workers
 
     def __iter__(self):
@@ -185,8 +187,9 @@ class _IndexBatches:
     def __init__(self, batches: StreamedBatches):
         self.batches = batches
 
-    def __iter__(self):
-        return (index.tolist() for index, _ in TensorBatches.__iter__(self.batches))
+    def __iter__(self):  # a generator: the DataLoader calls iter() twice, and only the pass it takes may draw an order
+        for index in self.batches.positions():
+            yield self.batches.source_rows(index).tolist()
 
     def __len__(self) -> int:
         return len(self.batches)

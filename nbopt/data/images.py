@@ -61,20 +61,20 @@ class ImageFolder:
         return (f"images: {self.label}, {len(self.paths):,} files in {len(self.classes)} classes, "
                 f"{'×'.join(map(str, self.shape))}, {where}")
 
-    def inputs(self, index: torch.Tensor) -> torch.Tensor:
-        """What the batches of a split index: its pixels when cached, else its file indices."""
-        return self.cache[index] if self.cache is not None else index
+    def batch_source(self) -> torch.Tensor:
+        """What every split's batches index by its file indices: the cached pixels, else the file indices."""
+        return self.cache if self.cache is not None else torch.arange(len(self.paths))
 
     def batch_kind(self):
         if self.cache is not None:
-            return TensorBatches
+            return partial(TensorBatches, pixels=True)
         return partial(StreamedBatches, files=ImageFiles(self.paths, self.labels, self.size, self.channels),
                        workers=self.workers)
 
     def statistics(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std of the images `index` in [0, 1], shaped (1, C, 1, 1), from the exact
         integer sums: a cached and a streamed run get the very same values."""
-        sums = channel_sums(self.cache[index]) if self.cache is not None else self.sums[index].sum(0)
+        sums = channel_sums(self.cache, rows=index) if self.cache is not None else self.sums[index].sum(0)
         total, squares = sums.double()
         count = len(index) * self.size[0] * self.size[1]
         mean = total / count

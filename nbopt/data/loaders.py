@@ -3,38 +3,74 @@
 A DataLoader over a TensorDataset fetches samples one by one and collates them, which costs more
 than a small model's whole training step. Indexing the full tensors with a shuffled batch of
 indices gives the same batches at a fraction of the cost.
+
+A split is the caller's own tensors plus the indices of its rows, never a copy of them: the
+training and validation splits of a 1 GB array take 1 GB, not 2. The rows keep their dtype until a
+batch is made (uint8 pixels stay a quarter of float32's size), and whatever has to look at a whole
+split (statistics, checks, a move to the GPU) walks through it in chunks of a few MB.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 
+CHUNK_ELEMENTS = 2**20  # values per chunk of a pass over a whole split: 4 MB as float32
+
 
 class TensorBatches:
-    """Iterable of ``(x, y)`` batches over in-memory tensors, reshuffled each pass when asked."""
+    """Iterable of ``(x, y)`` batches of the rows `rows` (all when None) of in-memory tensors,
+    reshuffled each pass when asked.
+
+    `pixels`: the inputs are uint8 pixels of a decoded image folder, scaled to [0, 1] per batch; any
+    other inputs become float32 per batch with their values unchanged (uint8 arrays too).
+    """
+
+    movable = True  # its rows can be moved to the training device once (nbopt.data.placement)
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 draws: torch.Tensor | None = None):
-        self.x, self.y = x, y
+                 draws: torch.Tensor | None = None, *, rows: torch.Tensor | None = None, pixels: bool = False):
+        self.source_x, self.source_y = x, y  # the caller's whole tensors, shared by every split
+        self.rows = rows
         self.draws = draws  # per-sample weights to draw by, with replacement (balance: oversample)
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.pixels = pixels
         self.generator = torch.Generator().manual_seed(seed)
+        self.on_device: tuple[torch.Tensor, torch.Tensor] | None = None  # the split's rows, moved by place()
+
+    @property
+    def size(self) -> int:
+        """Samples in this split."""
+        return len(self.source_y) if self.rows is None else len(self.rows)
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The split's inputs, in their stored dtype: a copy of its rows, made on request (batches never need it)."""
+        return self.source_x if self.rows is None else self.source_x[self.rows]
+
+    @property
+    def y(self) -> torch.Tensor:
+        """The split's targets (a copy of its rows, as for `x`)."""
+        return self.source_y if self.rows is None else self.source_y[self.rows]
 
     def __len__(self) -> int:
         rank, world = _rank_and_world()
-        return -(-(-(-len(self.x) // world)) // self.batch_size)
+        return -(-(-(-self.size // world)) // self.batch_size)
 
     def __iter__(self):
-        n = len(self.x)
+        for index in self.positions():
+            yield self._batch(index)
+
+    def positions(self):
+        """This pass's batches as positions within the split: in order, shuffled, or drawn by `draws`.
+
+        Every DDP rank draws the same permutation (same seed, same draws) and keeps every world-th
+        position, padded so that all ranks take the same number of steps, as DistributedSampler does.
+        """
+        n = self.size
         rank, world = _rank_and_world()
-        if world == 1 and not self.shuffle:
-            for start in range(0, n, self.batch_size):
-                yield as_float(self.x[start:start + self.batch_size]), self.y[start:start + self.batch_size]
-            return
-        # Every rank draws the same permutation (same seed, same draws) and keeps every world-th index,
-        # padded so that all ranks take the same number of steps, as DistributedSampler does.
         if self.draws is not None:  # as many draws as a permutation has indices, so an epoch keeps its length
             order = torch.multinomial(self.draws, n, replacement=True, generator=self.generator)
         else:
@@ -42,15 +78,55 @@ class TensorBatches:
         if world > 1:
             padding = (-n) % world
             order = torch.cat([order, order[:padding]])[rank::world]
-        for start in range(0, len(order), self.batch_size):
-            index = order[start:start + self.batch_size]
-            yield as_float(self.x[index]), self.y[index]
+        return order.split(self.batch_size)
+
+    def source_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """The rows of the caller's tensors at these positions of the split."""
+        return index if self.rows is None else self.rows[index]
+
+    def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.on_device is not None:
+            x, y = self.on_device
+            index = index.to(x.device)
+        else:
+            x, y, index = self.source_x, self.source_y, self.source_rows(index)
+        batch = x[index]
+        return (as_float(batch) if self.pixels else batch.float()), y[index]
+
+    def nbytes(self) -> int:
+        """What the split's rows take (inputs and targets), as place() would move them."""
+        return self.size * (_row_bytes(self.source_x) + _row_bytes(self.source_y))
+
+    def place(self, device: torch.device) -> None:
+        """Keep a copy of the split's rows on `device` and make every batch there: one move, gathered a
+        chunk at a time, instead of a host-to-device copy every step."""
+        x = torch.empty((self.size, *self.source_x.shape[1:]), dtype=self.source_x.dtype, device=device)
+        for start, chunk in row_chunks(self.source_x, self.rows):
+            x[start:start + len(chunk)] = chunk.to(device)
+        self.on_device = x, self.y.to(device)
+
+    def unplace(self) -> None:
+        """Batches from the caller's tensors again; the device copy is dropped."""
+        self.on_device = None
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+def row_chunks(x: torch.Tensor, rows: torch.Tensor | None = None, elements: int = CHUNK_ELEMENTS):
+    """``(first position, rows of x)`` for the rows `rows` of x (all when None), `elements` values at a
+    time: how a whole split is read without gathering it."""
+    count = len(x) if rows is None else len(rows)
+    step = max(1, elements // max(math.prod(x.shape[1:]), 1))
+    for start in range(0, count, step):
+        yield start, (x[start:start + step] if rows is None else x[rows[start:start + step]])
+
+
+def _row_bytes(t: torch.Tensor) -> int:
+    return t.element_size() * math.prod(t.shape[1:])
 
 
 def as_float(x: torch.Tensor) -> torch.Tensor:

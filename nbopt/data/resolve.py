@@ -2,7 +2,8 @@
 
 Whatever the source — a built-in, arrays, a DataFrame, Datasets, DataLoaders or a
 LightningDataModule — the result is a ``DataBundle``. In-memory data is split with a seeded,
-stratified split and batched with :class:`TensorBatches`; loaders are used as given.
+stratified split of its row indices and batched with :class:`TensorBatches` straight from the
+caller's arrays (no copy of the rows); loaders are used as given.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from nbopt.data.files import TableData, frame_arrays
 from nbopt.data.image_files import ImageInputs
 from nbopt.data.images import ImageFolder
 from nbopt.data.loaders import TensorBatches
+from nbopt.data.normalization import Normalization, statistics
 from nbopt.data.targets import clean_targets, detect_task, encode_like, encode_targets
 from nbopt.data.validate import (check_batch_inputs, check_batch_targets, check_classes, check_dataset, check_finite,
                                  check_samples, check_split, first_pair, numeric_inputs)
@@ -29,25 +31,6 @@ from nbopt.lightning_package import is_datamodule
 from nbopt.namespace import Reference
 from nbopt.recipe import Recipe
 from nbopt.techniques.balance import balanced_draws
-
-
-@dataclass
-class Normalization:
-    """Per-channel/feature statistics of the training split, applied batch by batch on the device.
-
-    Applying them per batch rather than to the stored data lets augmentations see raw inputs, so
-    that padding and rotation fill with true black, as they would on the original images.
-    """
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mean.device != x.device:
-            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
-        return (x - self.mean) / self.std
-
-    def to_dict(self) -> dict:
-        return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
 
 @dataclass
@@ -116,17 +99,18 @@ def _is_dataframe(obj) -> bool:
     return type(obj).__name__ == "DataFrame" and hasattr(obj, "columns")
 
 
-def _split(x, y, fraction: float, seed: int, stratify: bool, part: str, line: int | None):
-    """`fraction` of the samples held out as `part` (validation or test), by class where each has two."""
-    index = np.arange(len(x))
+def _split(rows: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, stratify: bool, part: str,
+           line: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`fraction` of the samples `rows` (whose targets are `y`) held out as `part` (validation or test),
+    by class where each has two: (the rows kept, the rows held out)."""
+    index = np.arange(len(rows))
     labels = y.numpy() if stratify else None
     if stratify and np.min(np.bincount(labels)) < 2:
         labels = None  # a class with one sample cannot be stratified
     classes = 0 if labels is None else len(np.unique(labels))
     check_split(len(index), fraction, classes, part, "test_split" if part == "test" else "val_split", line)
     keep, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=labels)
-    keep, held = torch.as_tensor(keep), torch.as_tensor(held)
-    return (x[keep], y[keep]), (x[held], y[held])
+    return rows[torch.as_tensor(keep)], rows[torch.as_tensor(held)]
 
 
 def _from_arrays(x, y, recipe: Recipe, description: str, test=None, *, inputs: str = "X",
@@ -147,46 +131,34 @@ def _from_arrays(x, y, recipe: Recipe, description: str, test=None, *, inputs: s
     if task == "classification":
         num_classes = len(classes) if classes is not None else int(y.max()) + 1
         check_classes(num_classes, classes or list(range(num_classes)), len(y), line)
-    stratify = task == "classification"
-    if test is None and recipe.test_split > 0:
-        (x, y), test = _split(x, y, recipe.test_split, recipe.seed, stratify, "test", line)
-    elif test is not None:
-        test = (numeric_inputs(test[0], "the test split's X", line),
-                encode_like(clean_targets(test[1], "the test split's y", "data", line), task, classes, line))
-    fraction = recipe.val_split / (1 - recipe.test_split if test is not None and recipe.test_split > 0 else 1)
-    (tr_x, tr_y), (va_x, va_y) = _split(x, y, fraction, recipe.seed, stratify, "validation", line)
-    splits = {"train": (tr_x, tr_y), "val": (va_x, va_y)}
+    splits = _array_splits(x, y, recipe, task == "classification", test is None, line)
     if test is not None:
-        splits["test"] = test
-    normalization = None if recipe.normalize == "none" else Normalization(*_statistics(tr_x, recipe))
-    batches = {name: _batches(name, sx.contiguous(), sy.contiguous(), recipe, task)
-               for name, (sx, sy) in splits.items()}
+        splits["test"] = (numeric_inputs(test[0], "the test split's X", line),
+                          encode_like(clean_targets(test[1], "the test split's y", "data", line), task, classes, line),
+                          None)
+    train_rows = splits["train"][2]
+    normalization = None if recipe.normalize == "none" else Normalization(*statistics(x, recipe, train_rows))
+    batches = {name: _batches(name, sx, sy, rows, recipe, task) for name, (sx, sy, rows) in splits.items()}
     return DataBundle(
         train=batches["train"], val=batches["val"], test=batches.get("test"),
         input_shape=tuple(x.shape[1:]), task=task,
         num_outputs=num_classes if task == "classification" else (1 if y.ndim == 1 else y.shape[1]),
-        num_classes=num_classes, sizes={name: len(sx) for name, (sx, _) in splits.items()},
+        num_classes=num_classes, sizes={name: split.size for name, split in batches.items()},
         description=description, in_memory=True, normalization=normalization, classes=classes,
-        class_counts=_class_counts(tr_y, task, num_classes))
+        class_counts=_class_counts(y[train_rows], task, num_classes))
 
 
-def _statistics(x: torch.Tensor, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (images) or per-feature mean and std — of the training split only — shaped to broadcast."""
-    image = x.ndim == 4
-    if recipe.normalize == "auto":
-        dims = [0, 2, 3] if image else [0]
-        mean, std = x.mean(dim=dims), x.std(dim=dims)
-        std = torch.where(std > 1e-8, std, torch.ones_like(std))  # constant features stay as they are
-    else:
-        mean, std = torch.tensor(recipe.normalize.mean), torch.tensor(recipe.normalize.std)
-        expected = x.shape[1] if x.ndim in (2, 4) else None
-        if len(mean) != len(std) or (expected is not None and len(mean) not in (1, expected)):
-            raise RecipeError(f"normalize needs {expected} means and stds (one per channel/feature), "
-                              f"got {len(mean)} and {len(std)}", key="normalize", line=recipe.line("normalize"))
-        if len(mean) == 1:
-            return mean, std
-    shape = [1, -1, 1, 1] if image else [1, *x.shape[1:]]
-    return mean.reshape(shape), std.reshape(shape)
+def _array_splits(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, stratify: bool, carve_test: bool,
+                  line: int | None) -> dict:
+    """{split: (x, y, its rows)} of one array: test first (when `test_split` asks and the data has no
+    test split of its own), then validation from the rest. Both fractions are of all the samples."""
+    rows, splits = torch.arange(len(y)), {}
+    if carve_test and recipe.test_split > 0:
+        rows, test_rows = _split(rows, y, recipe.test_split, recipe.seed, stratify, "test", line)
+        splits["test"] = (x, y, test_rows)
+    fraction = recipe.val_split / (1 - recipe.test_split)
+    train_rows, val_rows = _split(rows, y[rows], fraction, recipe.seed, stratify, "validation", line)
+    return {"train": (x, y, train_rows), "val": (x, y, val_rows), **splits}
 
 
 def _from_dataframe(frame, recipe: Recipe, label: str, kind: str = "DataFrame") -> DataBundle:
@@ -209,9 +181,9 @@ def _from_images(folder: ImageFolder, recipe: Recipe) -> DataBundle:
     if recipe.normalize == "auto":
         normalization = Normalization(*folder.statistics(splits["train"]))
     elif recipe.normalize != "none":  # given values, checked against the channels as for arrays
-        normalization = Normalization(*_statistics(torch.zeros(1, *folder.shape), recipe))
-    kind, count = folder.batch_kind(), len(folder.classes)
-    batches = {name: _batches(name, folder.inputs(index), folder.labels[index], recipe, "classification", kind)
+        normalization = Normalization(*statistics(torch.zeros(1, *folder.shape), recipe))
+    kind, count, source = folder.batch_kind(), len(folder.classes), folder.batch_source()
+    batches = {name: _batches(name, source, folder.labels, index, recipe, "classification", kind)
                for name, index in splits.items()}
     return DataBundle(batches["train"], batches["val"], batches.get("test"), folder.shape, "classification", count,
                       count, {name: len(index) for name, index in splits.items()}, folder.description, True,
@@ -225,12 +197,12 @@ def _image_splits(folder: ImageFolder, recipe: Recipe) -> dict[str, torch.Tensor
     given = {name: torch.as_tensor(index) for name, index in folder.splits.items()}
     train = given.pop("train")
     if "test" not in given and recipe.test_split > 0:
-        (train, _), (given["test"], _) = _split(train, folder.labels[train], recipe.test_split, recipe.seed, True,
-                                                "test", recipe.line("data"))
+        train, given["test"] = _split(train, folder.labels[train], recipe.test_split, recipe.seed, True, "test",
+                                      recipe.line("data"))
     if "val" not in given:
         fraction = recipe.val_split / (1 - recipe.test_split) if recipe.test_split > 0 else recipe.val_split
-        (train, _), (given["val"], _) = _split(train, folder.labels[train], fraction, recipe.seed, True,
-                                               "validation", recipe.line("data"))
+        train, given["val"] = _split(train, folder.labels[train], fraction, recipe.seed, True, "validation",
+                                     recipe.line("data"))
     return {"train": train, "val": given["val"], **({"test": given["test"]} if "test" in given else {})}
 
 
@@ -270,8 +242,8 @@ def _from_tensor_splits(tensors: list, recipe: Recipe, description: str) -> Data
     if task == "classification":
         num_classes = len(classes) if classes is not None else int(y.max()) + 1
         check_classes(num_classes, classes or list(range(num_classes)), len(y), line)
-    normalization = None if recipe.normalize == "none" else Normalization(*_statistics(xs[0], recipe))
-    batches = {name: _batches(name, sx, sy, recipe, task) for name, (sx, sy) in splits.items()}
+    normalization = None if recipe.normalize == "none" else Normalization(*statistics(xs[0], recipe))
+    batches = {name: _batches(name, sx, sy, None, recipe, task) for name, (sx, sy) in splits.items()}
     return DataBundle(batches["train"], batches["val"], batches.get("test"), tuple(xs[0].shape[1:]), task,
                       num_classes or (1 if y.ndim == 1 else y.shape[1]), num_classes,
                       {name: len(sx) for name, (sx, _) in splits.items()}, description, True, normalization,
@@ -335,7 +307,7 @@ def _loader_statistics(loader, recipe: Recipe, max_batches: int = 50):
     """Training-split statistics from up to `max_batches` batches (enough for a stable estimate)."""
     sample = torch.cat([torch.as_tensor(b[0]).float() for b in itertools.islice(loader, max_batches)])
     check_finite(sample, f"a sample of {len(sample):,} training inputs", recipe.line("data"))
-    return _statistics(sample, recipe)
+    return statistics(sample, recipe)
 
 
 def _size(loader) -> int:
@@ -354,8 +326,10 @@ def _class_counts(y: torch.Tensor, task: str, num_classes: int | None) -> list[i
     return torch.bincount(y, minlength=num_classes).tolist() if task == "classification" else None
 
 
-def _batches(split: str, x: torch.Tensor, y: torch.Tensor, recipe, task: str, kind=TensorBatches) -> TensorBatches:
+def _batches(split: str, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None, recipe, task: str,
+             kind=TensorBatches) -> TensorBatches:
     """Shuffled training batches of the recipe's size; larger, ordered ones for validation and test.
+    Each over the rows `rows` of x and y (all when None).
 
     Evaluation keeps no activations for a backward pass, so four times the training batch fits in
     about the same memory, and fewer batches cost less per sample. Metrics do not depend on it:
@@ -363,5 +337,6 @@ def _batches(split: str, x: torch.Tensor, y: torch.Tensor, recipe, task: str, ki
     """
     if split == "train":
         oversample = recipe.balance == "oversample" and task == "classification"  # regression: refused by check
-        return kind(x, y, recipe.batch_size, True, recipe.seed, balanced_draws(y) if oversample else None)
-    return kind(x, y, recipe.batch_size * EVAL_BATCH_FACTOR, False, recipe.seed)
+        draws = balanced_draws(y if rows is None else y[rows]) if oversample else None
+        return kind(x, y, recipe.batch_size, True, recipe.seed, draws, rows=rows)
+    return kind(x, y, recipe.batch_size * EVAL_BATCH_FACTOR, False, recipe.seed, rows=rows)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Mapping
 from numbers import Real
 
 import numpy as np
 import torch
 
+from nbopt.data.loaders import row_chunks
 from nbopt.errors import RecipeError, shown
 
 
@@ -26,10 +28,12 @@ def quoted(value) -> str:
     return shown(value, 30) if isinstance(value, str) else str(value)[:30]
 
 
-def position(mask, columns: list | None = None) -> str:
+def position(mask, columns: list | None = None, first_row: int = 0) -> str:
     """Where the first True of a per-sample mask is: 'row 5', 'row 5, column 2' (or its name), or
-    'sample 5, position (0, 3, 4)' for samples of more than one dimension."""
+    'sample 5, position (0, 3, 4)' for samples of more than one dimension. `first_row`: the row the
+    mask starts at, when it covers a chunk of the rows."""
     at = np.argwhere(np.asarray(mask))[0].tolist()
+    at[0] += first_row
     if len(at) == 1:
         return f"row {at[0]}"
     if len(at) == 2:
@@ -39,14 +43,21 @@ def position(mask, columns: list | None = None) -> str:
 
 
 def numeric_inputs(x, noun: str, line: int | None) -> torch.Tensor:
-    """The inputs as a float32 tensor of one row per sample. Numbers held in an object array are taken;
-    text, dates and complex numbers are refused, naming the first such value."""
+    """The inputs as a tensor of one row per sample, sharing the caller's memory where it can. Numbers
+    held in an object array are taken; text, dates and complex numbers are refused, naming the first
+    such value.
+
+    The caller's numbers keep their dtype — float64 and uint8 included — and become float32, with
+    their values unchanged, batch by batch (nbopt.data.loaders): converting the whole array here would
+    cost half its size again for float64, and four times it for uint8 pixels. Only an array made here
+    (from a list, an object array, a mixed-type DataFrame) is made float32 at once, as nobody else holds it."""
     if not isinstance(x, torch.Tensor):
         values = np.asarray(x)
+        made_here = not isinstance(x, np.ndarray) and values.flags.writeable  # pandas' views of its data are read-only
         if values.size == 0 and values.dtype.kind in "OUS":  # no samples: what they would hold does not matter
             values = values.astype(np.float32)
         if values.dtype.kind == "O":
-            values = _object_numbers(values, noun, line)
+            values, made_here = _object_numbers(values, noun, line), True
         if values.dtype.kind in "US":
             raise RecipeError(f"{noun} contains text ({position(np.ones(values.shape, bool))}: "
                               f"{quoted(values.flat[0])}); convert it to numbers first (one-hot encode categories, "
@@ -54,9 +65,10 @@ def numeric_inputs(x, noun: str, line: int | None) -> torch.Tensor:
         if values.dtype.kind not in "biufc":  # complex: refused below, for tensors too
             raise RecipeError(f"{noun} holds {values.dtype} values; convert them to numbers first", key="data",
                               line=line)
-        if not values.flags.writeable:  # pandas' copy-on-write hands out read-only arrays; torch needs writable
-            values = values.copy()
-        x = torch.as_tensor(values)
+        if made_here and values.dtype == np.float64:
+            with np.errstate(over="ignore"):  # beyond float32's range: infinite, refused as such by check_finite
+                values = values.astype(np.float32)
+        x = _shared_tensor(values)
     if x.is_complex():
         raise RecipeError(f"{noun} holds complex numbers; give their real and imaginary parts as separate "
                           "features", key="data", line=line)
@@ -66,7 +78,15 @@ def numeric_inputs(x, noun: str, line: int | None) -> torch.Tensor:
     if math.prod(x.shape[1:]) == 0:
         raise RecipeError(f"{noun} has shape {list(x.shape)}: no features to learn from; give each sample at least "
                           "one value", key="data", line=line)
-    return x.float()
+    return x
+
+
+def _shared_tensor(values: np.ndarray) -> torch.Tensor:
+    """The array as a tensor over the same memory, a read-only one too (pandas' copy-on-write hands them
+    out): nbopt only ever reads its inputs, so torch's warning about writing to it does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(values)
 
 
 def _object_numbers(values: np.ndarray, noun: str, line: int | None) -> np.ndarray:
@@ -85,17 +105,30 @@ def _object_numbers(values: np.ndarray, noun: str, line: int | None) -> np.ndarr
 
 
 def check_finite(x: torch.Tensor, noun: str, line: int | None, columns: list | None = None) -> None:
-    """NaN or infinite inputs make every loss NaN: refused with their count and the first place."""
+    """NaN or infinite inputs make every loss NaN: refused with their count and the first place.
+
+    Checked chunk by chunk as float32, the batches' dtype: a float64 value beyond float32's range
+    would become infinite in training, so it counts as infinite here."""
     if not x.is_floating_point():
         return
-    bad = ~torch.isfinite(x)
-    if not bad.any():
-        return
-    nan = int(torch.isnan(x).sum())
-    found = " and ".join(plural(n, kind) for n, kind in ((nan, "NaN value"), (int(bad.sum()) - nan, "infinite value"))
-                         if n)
-    raise RecipeError(f"{noun} has {found} among {x.numel():,}, the first at {position(bad.numpy(), columns)}; "
-                      "fill or drop them before training, as they make every loss NaN", key="data", line=line)
+    for first_row, chunk in row_chunks(x):
+        bad = ~torch.isfinite(chunk.float())
+        if bad.any():
+            _refuse_nonfinite(x, bad, first_row, noun, line, columns)
+
+
+def _refuse_nonfinite(x: torch.Tensor, bad: torch.Tensor, first_row: int, noun: str, line: int | None,
+                      columns: list | None) -> None:
+    """The refusal of check_finite, `bad` being the mask of the first chunk with a non-finite value."""
+    nan = infinite = 0
+    for _, chunk in row_chunks(x):
+        chunk = chunk.float()
+        nan += int(torch.isnan(chunk).sum())
+        infinite += int(torch.isinf(chunk).sum())
+    found = " and ".join(plural(n, kind) for n, kind in ((nan, "NaN value"), (infinite, "infinite value")) if n)
+    raise RecipeError(f"{noun} has {found} among {x.numel():,}, the first at "
+                      f"{position(bad.cpu().numpy(), columns, first_row)}; fill or drop them before training, as "
+                      "they make every loss NaN", key="data", line=line)
 
 
 def check_samples(count: int, noun: str, line: int | None) -> None:
