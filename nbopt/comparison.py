@@ -270,16 +270,25 @@ class Comparison:
     def repeats(self) -> int:
         return max(len(runs) for runs in self.all_runs.values())
 
+    @property
+    def _test_key(self) -> str:
+        """test_acc for val_acc: the same score on the held-out test split (`test_split:`)."""
+        return "test_" + self.metric_key.removeprefix("val_")
+
     def _scores(self, name: str) -> list[float]:
         return [run.metrics.get(self.metric_key, math.nan) for run in self.all_runs[name]]
 
     def _table(self) -> pd.DataFrame:
         rows = []
         for name, runs in self.all_runs.items():
-            scores = pd.Series(self._scores(name))
-            row = {"variant": name, self.metric_key: scores.mean()}
+            row = {"variant": name}
+            for key in (self.metric_key, self._test_key):  # the held-out test score too, when there is one
+                scores = pd.Series([run.metrics.get(key, math.nan) for run in runs], dtype=float)
+                if key == self.metric_key or scores.notna().any():
+                    row[key] = scores.mean()
+                    if self.repeats > 1:
+                        row[f"{key} std"] = scores.std(ddof=1) if len(scores) > 1 else math.nan
             if self.repeats > 1:
-                row[f"{self.metric_key} std"] = scores.std(ddof=1) if len(scores) > 1 else math.nan
                 row["seeds"] = len(runs)
             row.update({
                 "best epoch": pd.Series([r.metrics.get("best_epoch") for r in runs], dtype=float).mean(),
@@ -291,7 +300,7 @@ class Comparison:
                                       pd.Series([r.status for r in runs]).value_counts().items())
             rows.append(row)
         table = pd.DataFrame(rows).set_index("variant")
-        if table["status"].isin(["finished", "stopped early", f"{self.repeats} finished"]).all():
+        if all(run.status in ("finished", "stopped early") for runs in self.all_runs.values() for run in runs):
             table = table.drop(columns="status")  # only a run that diverged or was cut short needs saying
         for column in ("best epoch", "epochs run"):  # whole numbers unless averaged over seeds
             values = table[column].dropna()

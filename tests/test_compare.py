@@ -218,3 +218,20 @@ def test_compare_magic_with_an_invalid_variant_shows_the_error_and_trains_nothin
     assert no_runs(runs_dir)
     shown = capsys.readouterr()
     assert "Traceback" not in shown.out + shown.err
+
+
+def test_the_table_gives_the_held_out_test_score_when_there_is_one():
+    recipe = "model: mlp(hidden=[8])\n" + TINY + "epochs: 2\ntest_split: 0.2\nvariants:\n  a: {}\n  b: {optimizer: sgd}\n"
+    comparison = compare(recipe, repeats=2)
+    tested = [run.metrics["test_acc"] for run in comparison.all_runs["a"]]
+    assert comparison.table.loc["a", "test_acc"] == pytest.approx(sum(tested) / 2)
+    assert list(comparison.table.columns[:4]) == ["val_acc", "val_acc std", "test_acc", "test_acc std"]
+    assert "test_acc" not in compare(recipe.replace("test_split: 0.2\n", "")).table
+
+
+def test_runs_that_stopped_early_on_every_seed_need_no_status_column():
+    recipe = "model: mlp(hidden=[8])\n" + TINY + "epochs: 30\nearly_stopping: {monitor: val_acc, patience: 1}\nvariants:\n  a: {}\n"
+    comparison = compare(recipe, repeats=2)
+    assert {run.status for run in comparison.all_runs["a"]} == {"stopped early"}
+    assert "status" not in comparison.table
+
