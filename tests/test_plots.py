@@ -14,7 +14,7 @@ from torch import nn
 from nbopt.comparison import Comparison
 from nbopt.display.compare import CompareBoard, compare_info
 from nbopt.display.live import LiveOutput
-from nbopt.display.plots import curves_info, draw_curves, draw_lr_find
+from nbopt.display.plots import curves_info, draw_curves, draw_lr_find, figure_png
 from nbopt.run import Run
 from nbopt.sweeps.board import SweepBoard
 from nbopt.sweeps.plots import (FIRST_SHADE, ProgressInfo, SweepInfo, draw_sweep, draw_sweep_info, progress_info,
@@ -98,6 +98,13 @@ def test_a_loss_ten_times_another_gets_a_log_axis_and_legends_sit_below_the_pane
     fig.canvas.draw()
     legend, axis = loss_axis.get_legend().get_window_extent(), loss_axis.get_window_extent()
     assert legend.y1 < axis.y0, "the legend covers no curve"
+
+
+def test_a_live_frame_of_many_runs_draws_with_its_legend_below():
+    info = curves_info({f"run{i}": history(3) for i in range(40)}, "val_acc", "compare")
+    fig = draw_curves(info, quick=True)
+    figure_png(fig)
+    assert fig.axes[0].get_position().height > 0.2
 
 
 def test_runs_whose_learning_rates_are_ten_times_apart_share_a_log_axis():

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 EXTRA_COLUMNS = ("sparsity", "parameters")  # a fourth panel when a compression run records one of them
@@ -22,6 +23,7 @@ CURVE_COLUMNS = ["run", "panel", "curve", "epoch", "value"]
 LOG_LR_RANGE = 50  # an LR that spans more than this factor is drawn on a log axis
 LOG_LR_RUNS = 10  # runs whose LRs are this many times apart: a log axis, or the smaller sits on the zero line
 LOG_LOSS_RATIO = 10  # a loss curve this many times above another (a distillation's ×T² train loss): log axis
+LEGEND_ROWS = 6  # a legend with more lines gets more columns
 LR_FIND_SKIP = 10  # the range test's first points: the optimizer's start-up, not the LR (Lightning skips them too)
 
 
@@ -54,12 +56,13 @@ def curves_info(histories: dict[str, pd.DataFrame], metric_key: str, title: str 
 
 
 def _loss_log(curves: pd.DataFrame) -> bool:
-    """Whether some loss curve's typical value is LOG_LOSS_RATIO× another's (all positive)."""
+    """Whether some loss curve rises LOG_LOSS_RATIO× above another's highest point (all positive): on a
+    linear axis the other would be squashed flat at the bottom."""
     losses = curves[curves["panel"] == "loss"].dropna(subset=["value"])
     if losses.empty or (losses["value"] <= 0).any():
         return False
-    medians = losses.groupby(["run", "curve"])["value"].median()
-    return bool(medians.max() / medians.min() > LOG_LOSS_RATIO)
+    peaks = losses.groupby(["run", "curve"])["value"].max()
+    return bool(peaks.max() / peaks.min() > LOG_LOSS_RATIO)
 
 
 def _lr_axis(lr: pd.DataFrame) -> tuple[bool, float | None]:
@@ -78,12 +81,30 @@ def _lr_axis(lr: pd.DataFrame) -> tuple[bool, float | None]:
     return False, None
 
 
-def _style(curve: str, panel: str, run: str, several: bool) -> tuple[str, dict]:
+def _style(curve: str, panel: str, run: str) -> tuple[str, dict]:
     """Line style and legend label: losses tell train (dashed) from val, other panels tell runs apart."""
     if panel == "loss":
         split = curve.removesuffix("_loss")
-        return ("--" if split == "train" else "-"), {"label": f"{run} {split}" if several else split}
+        return ("--" if split == "train" else "-"), {"label": split}
     return "-", {"label": run, **({} if panel == "lr" else {"marker": "."})}
+
+
+def _legends(axes: dict, panels: list[str], several: bool) -> None:
+    """Below the panels, where they cover no curve: the loss panel's says which line is train and which val
+    (in black: the colours are the runs'), the metric panel's which colour is which run."""
+    loss = axes["loss"]
+    if several:
+        styles = [Line2D([], [], color="black", linestyle=style, label=label) for style, label in
+                  (("--", "train"), ("-", "val"))]
+        loss.legend(handles=styles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2,
+                    frameon=False)
+        metric = axes[panels[1]]
+        runs = len(metric.get_lines())
+        if runs:
+            metric.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                          ncols=max(2, -(-runs // LEGEND_ROWS)), frameon=False)
+    elif loss.get_lines():
+        loss.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, frameon=False)
 
 
 def draw_curves(info: CurvesInfo, *, quick: bool = False) -> Figure:
@@ -93,17 +114,17 @@ def draw_curves(info: CurvesInfo, *, quick: bool = False) -> Figure:
     `quick` uses fixed margins instead of the constrained layout, which doubles the cost of
     rendering: for the frames of a live figure, not the one that stays.
     """
-    loss_lines = info.curves[info.curves["panel"] == "loss"].groupby(["run", "curve"]).ngroups
-    rows = max(1, -(-loss_lines // 2))  # the legends' lines below the panels
-    fig = Figure(figsize=(14 if len(info.panels) > 3 else 11, 3.4 + 0.18 * rows),
-                 layout=None if quick else "constrained")
-    if quick:
-        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.22 + 0.05 * rows, top=0.82 if info.title else 0.9,
-                            wspace=0.25)
+    runs = len(info.runs)
+    rows = max(1, -(-runs // max(2, -(-runs // LEGEND_ROWS))))  # the legends' lines below the panels
+    height = 3.4 + 0.18 * rows
+    fig = Figure(figsize=(14 if len(info.panels) > 3 else 11, height), layout=None if quick else "constrained")
+    if quick:  # margins in inches, so that the panels keep their height whatever the legend's
+        fig.subplots_adjust(left=0.06, right=0.99, bottom=(0.75 + 0.18 * rows) / height,
+                            top=1 - (0.6 if info.title else 0.35) / height, wspace=0.25)
     axes = dict(zip(info.panels, fig.subplots(1, len(info.panels))))
     several = len(info.runs) > 1
     for (run, panel, curve), line in info.curves.groupby(["run", "panel", "curve"], sort=False):
-        style, options = _style(curve, panel, run, several)
+        style, options = _style(curve, panel, run)
         axes[panel].plot(line["epoch"], line["value"], style, color=f"C{info.runs.index(run)}", **options)
     for panel, ax in axes.items():
         ax.set(title=PANEL_TITLES.get(panel, panel), xlabel="epoch")
@@ -118,11 +139,7 @@ def draw_curves(info: CurvesInfo, *, quick: bool = False) -> Figure:
         lr_ax.ticklabel_format(axis="y", useOffset=False, style="sci", scilimits=(-3, 3))
         if info.lr_top is not None:
             lr_ax.set_ylim(0, info.lr_top)
-    legends = [axes["loss"]] + ([axes[info.panels[1]]] if several else [])
-    for ax in legends:  # below the panel, where they cover no curve
-        if ax.get_lines():
-            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2,
-                      frameon=False)
+    _legends(axes, info.panels, several)
     if info.title:
         fig.suptitle(info.title, fontsize=10)
     return fig

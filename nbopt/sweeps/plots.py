@@ -63,14 +63,24 @@ def progress_info(study: optuna.Study, metric: str) -> ProgressInfo:
     return ProgressInfo(metric, pd.DataFrame({"trial": [t.number for t in trials], "value": values, "best": best}))
 
 
+def _importance_evaluator():
+    """Optuna's default evaluator since Optuna 5, PED-ANOVA (fANOVA where it is missing), and its name for
+    the panel's title."""
+    ped_anova = getattr(optuna.importance, "PedAnovaImportanceEvaluator", None)
+    return (ped_anova(), "PED-ANOVA") if ped_anova else (optuna.importance.FanovaImportanceEvaluator(), "fANOVA")
+
+
+IMPORTANCE_NAME = _importance_evaluator()[1]
+
+
 def importances(study: optuna.Study) -> dict[str, float]:
-    """fANOVA importances (Optuna's default); empty when too few trials differ to tell."""
+    """Parameter importances by IMPORTANCE_NAME; empty when too few trials differ to tell."""
     if len(_complete(study)) < 3:
         return {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return optuna.importance.get_param_importances(study)
+            return optuna.importance.get_param_importances(study, evaluator=_importance_evaluator()[0])
     except (RuntimeError, ValueError):
         return {}
 
@@ -191,7 +201,7 @@ def _draw_importances(ax, scores: dict[str, float]) -> None:
         ax.barh(list(scores)[::-1], list(scores.values())[::-1], color="C2")
     else:
         ax.text(0.5, 0.5, "needs ≥ 3 finished trials", ha="center", va="center", transform=ax.transAxes)
-    ax.set(title="importance (fANOVA)")
+    ax.set(title=f"importance ({IMPORTANCE_NAME})")
 
 
 def _draw_parallel(ax, info: SweepInfo) -> None:
