@@ -30,6 +30,7 @@ from nbopt.recipe import Recipe, parse_recipe
 from nbopt.stages import describe
 from nbopt.techniques.augment import MIXING, check_augment
 from nbopt.techniques.balance import class_weights, describe_balance, describe_counts
+from nbopt.techniques.distill import OnItsOwnInputs
 from nbopt.techniques.losses import build_loss, default_loss
 from nbopt.techniques.schedulers import monitors
 from nbopt.techniques.scores import check_task, not_reported_hint, score_keys
@@ -238,7 +239,8 @@ def resolve_teacher(recipe: Recipe, namespace: dict, data: DataBundle) -> nn.Mod
     if isinstance(ref, str):
         ref = namespace[ref] if ref in namespace else session_run(ref) or _rebuild_teacher(ref, namespace, line)
     if isinstance(ref, Run):
-        ref = ref.model
+        student = data.normalization.to_dict() if data.normalization is not None else None
+        ref = ref.model if ref.normalization == student else OnItsOwnInputs(ref.model, student, ref.normalization)
     if not isinstance(ref, nn.Module):
         raise RecipeError(f"the teacher must be a model, a Run or a run name, got {type(ref).__name__}",
                           key="distill.teacher", line=line)
@@ -258,8 +260,8 @@ def resolve_teacher(recipe: Recipe, namespace: dict, data: DataBundle) -> nn.Mod
     return teacher
 
 
-def _rebuild_teacher(name: str, namespace: dict, line: int | None) -> nn.Module:
-    """A teacher from a run folder: its recipe rebuilds the architecture, best.pt fills in the weights."""
+def _rebuild_teacher(name: str, namespace: dict, line: int | None):
+    """The Run of a teacher's run folder: its recipe rebuilds the architecture, best.pt fills in the weights."""
     from nbopt.run import load_run
     try:
         run = load_run(name, namespace)
@@ -270,7 +272,7 @@ def _rebuild_teacher(name: str, namespace: dict, line: int | None) -> nn.Module:
         raise RecipeError(f"run '{name}' cannot be rebuilt from its recipe (its model changed shape, e.g. by "
                           "channel pruning); pass its Run object as the teacher", key="distill.teacher",
                           line=line)
-    return run.model
+    return run
 
 
 def _check_metrics(plan: Plan) -> None:

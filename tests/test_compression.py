@@ -659,3 +659,15 @@ def test_compare_pruning_amounts():
     assert runs["p50"].history["train_loss"].iloc[:3].tolist() == pytest.approx(dense_rows)
     assert runs["p80"].history["train_loss"].iloc[:3].tolist() == pytest.approx(dense_rows)
     assert set(comparison.table.index) == {"dense", "p50", "p80"}
+
+
+def test_a_teacher_run_with_other_normalisation_sees_the_inputs_it_was_trained_on():
+    teacher = nbopt.train("model: mlp(hidden=[64])\ndata: digits\nepochs: 2\nnormalize: none\n", {}, live=False)
+    plan = nbopt.check("model: mlp(hidden=[8])\ndata: digits\nepochs: 1\ndistill: {teacher: t}\n", {"t": teacher})
+    x, _ = next(iter(plan.data.val))
+    x = torch.as_tensor(x).float()
+    with torch.no_grad():
+        seen = plan.teacher(plan.data.normalization.apply(x))  # what the student's batches look like
+        trained_on = teacher.model.eval()(x)
+    torch.testing.assert_close(seen, trained_on, atol=1e-4, rtol=1e-4)
+

@@ -24,3 +24,24 @@ def frozen(teacher: nn.Module) -> nn.Module:
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     return teacher
+
+
+class OnItsOwnInputs(nn.Module):
+    """A teacher Run trained with other normalisation statistics than the student's sees the student's
+    batches as it was trained to: the student's normalisation undone, the teacher's own applied. Without
+    this, a teacher trained on raw pixels would be fed normalised ones and teach noise."""
+
+    def __init__(self, teacher: nn.Module, student: dict | None, own: dict | None):
+        super().__init__()
+        self.teacher, self.student, self.own = teacher, student, own
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from nbopt.run import normalization_tensors
+        if self.student is not None:
+            mean, std = normalization_tensors(self.student, x)
+            x = x * std.to(x.device) + mean.to(x.device)
+        if self.own is not None:
+            mean, std = normalization_tensors(self.own, x)
+            x = (x - mean.to(x.device)) / std.to(x.device)
+        return self.teacher(x)
+
