@@ -54,7 +54,6 @@ Without a CUDA GPU (and without --dry-run) it says so in one line and exits with
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import gc
 import hashlib
@@ -74,6 +73,7 @@ sys.path.insert(0, str(HERE))  # markdown_table, beside this script
 sys.path.insert(1, str(HERE.parent))  # the nbopt of this checkout
 
 from markdown_table import markdown_table  # noqa: E402
+from measuring import epoch_timer, silenced  # noqa: E402
 
 VARIANTS = {"a": "(a) hand-written loop", "b": "(b) plain Lightning", "c": "(c) nbopt"}
 AUGMENT = "[hflip, crop(4)]"
@@ -180,27 +180,6 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-@contextlib.contextmanager
-def silenced():
-    """Progress bars, model summaries and warnings of the frameworks go to /dev/null."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 1)
-        os.dup2(null.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
 def run_raw(plan, args, device, augment: bool, seed: int) -> dict:
     """(a): the loop someone writes for speed, with the data on the GPU from the start."""
     import torch
@@ -282,22 +261,12 @@ def run_lightning(plan, args, device, augment: bool, seed: int, root: str) -> di
         def configure_optimizers(self):
             return torch.optim.AdamW(self.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 
-    class EpochTimer(pl.Callback):  # the hooks nbopt's history "seconds" uses
-        def __init__(self):
-            self.seconds = []
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self._t = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            self.seconds.append(time.perf_counter() - self._t)
-
     x, y, vx, vy = split_tensors(plan)
     torch.manual_seed(seed)
     model = Classifier(copy.deepcopy(plan.model.net), kornia_pipeline() if augment else None)
     train_loader = DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=True)
     val_loader = DataLoader(TensorDataset(vx, vy), batch_size=4 * args.batch_size)
-    timer = EpochTimer()
+    timer = epoch_timer(pl)
     started = time.perf_counter()
     trainer = pl.Trainer(accelerator=device.type if device.type == "cpu" else "gpu", devices=1,
                          precision=args.precision, max_epochs=args.epochs, default_root_dir=root, callbacks=[timer])

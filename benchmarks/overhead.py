@@ -57,6 +57,9 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # measuring, beside this script
+
+from measuring import epoch_timer, silenced  # noqa: E402
 
 WORKLOADS = {
     "W1": {
@@ -227,16 +230,6 @@ def run_lightning(workload: str, epochs: int, seed: int, root: str, warmup: bool
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
-    class EpochTimer(pl.Callback):  # same hooks as nbopt's history "seconds"
-        def __init__(self):
-            self.seconds = []
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self._t = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            self.seconds.append(time.perf_counter() - self._t)
-
     plan = _plan(workload, epochs, seed, warmup)
     x, y, vx, vy = tensors(plan)
     batch = plan.recipe.batch_size
@@ -245,7 +238,7 @@ def run_lightning(workload: str, epochs: int, seed: int, root: str, warmup: bool
     model = Classifier(plan.model.net)
     train_loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True)
     val_loader = DataLoader(TensorDataset(vx, vy), batch_size=batch)
-    timer = EpochTimer()
+    timer = epoch_timer(pl)
     with Meter() as meter:  # nbopt's fit time includes its Trainer construction too
         trainer = pl.Trainer(max_epochs=epochs, default_root_dir=root, callbacks=[timer])
         trainer.fit(model, train_loader, val_loader)
@@ -278,27 +271,6 @@ def run_variant(variant: str, workload: str, epochs: int, seed: int, root: str, 
 
 # -- worker processes -----------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _silenced():
-    """Send everything the frameworks print (progress bars, epoch lines, warnings) to /dev/null."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 1)
-        os.dup2(null.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
 def worker_main(kind: str, conn, runs_dir: str, threads: int | None = None) -> None:
     os.environ["NBOPT_RUNS_DIR"] = runs_dir
     try:
@@ -319,7 +291,7 @@ def worker_main(kind: str, conn, runs_dir: str, threads: int | None = None) -> N
         if message is None:
             return
         try:
-            with _silenced():
+            with silenced():
                 result = run_variant(*message)
             result["tuned"] = _perf._tuned
             conn.send(result)

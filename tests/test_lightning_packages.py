@@ -25,8 +25,8 @@ from nbopt.sweeps import sweep
 from nbopt.training import execute
 
 
-class LitModel(L.LightningModule):
-    """Written the way Lightning's README writes a model since 2.0."""
+class DigitsSteps:
+    """The steps of a digits classifier, the same in both packages' modules below."""
 
     def __init__(self):
         super().__init__()
@@ -49,28 +49,12 @@ class LitModel(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-2)
 
 
-class PlModel(pl.LightningModule):
-    """The same model written against `pytorch_lightning`, as code from before Lightning 2.0 is."""
+class LitModel(DigitsSteps, L.LightningModule):
+    """A module of `lightning`, as Lightning's README writes one since 2.0."""
 
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
 
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", F.cross_entropy(self(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
+class PlModel(DigitsSteps, pl.LightningModule):
+    """The same module against `pytorch_lightning`, as code from before Lightning 2.0 is."""
 
 
 MODULES = {"lightning": (LitModel, L.pytorch), "pytorch_lightning": (PlModel, pl)}
