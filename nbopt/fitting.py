@@ -24,10 +24,12 @@ from nbopt.callbacks.bundle import Bundle
 from nbopt.callbacks.checkpoint import LastCheckpoint
 from nbopt.callbacks.divergence import LOSSES, DivergenceStop, first_nonfinite
 from nbopt.callbacks.interrupt import StopOnRequest
+from nbopt.data.loaders import TensorBatches
 from nbopt.data.placement import BatchesOnDevice
 from nbopt.lightning_package import OnLightning, package_of
 from nbopt.module import RecipeModule
 from nbopt.stages import Fit
+from nbopt.step_chunks import StepChunks
 from nbopt.store import RunFolder
 
 FORKED_STRATEGIES = ("ddp_notebook", "ddp_spawn")
@@ -123,8 +125,8 @@ class Fitter:
             if self.forked:
                 self._fit_in_workers(trainer, checkpoint)
             else:
-                trainer.fit(self.module, train_dataloaders=train, val_dataloaders=self.plan.data.val,
-                            ckpt_path=checkpoint)
+                trainer.fit(self.module, train_dataloaders=self._chunked(train, by_hand),
+                            val_dataloaders=self.plan.data.val, ckpt_path=checkpoint)
         finally:
             torch.set_num_threads(threads)
         self.trainer = trainer
@@ -132,6 +134,13 @@ class Fitter:
         if self.divergence and self.best is not None and self.best.best_state is None and not self.forked:
             self.best.restore_start()  # forked workers trained copies: this process still holds the start
         self.stopped_early |= bool(early and trainer.should_stop and not self.guard.requested and not self.divergence)
+
+    def _chunked(self, batches, by_hand: bool):
+        """In-memory training batches in chunks of steps, when nbopt's module steps by hand (nbopt.step_chunks);
+        a chunk ends at the step in which a stop was asked for."""
+        if by_hand and isinstance(batches, TensorBatches) and batches.movable:  # in memory, not streamed
+            return StepChunks(batches, stop=lambda: self.guard.requested)
+        return batches
 
     @property
     def best_epoch(self) -> int | None:

@@ -71,7 +71,7 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stopped.wait(self.interval):
             with self.folder.mid_run():
-                self.folder.write_status(heartbeat=time.time())
+                self.folder.write_status(heartbeat=time.time(), synced=False)
 
     def stop(self) -> None:
         self._stopped.set()

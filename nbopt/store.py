@@ -86,7 +86,13 @@ FILE_MODE = 0o666 & ~_umask()
 DIR_MODE = 0o777 & ~_umask()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, synced: bool = True) -> None:
+    """Write a whole file or leave the old one: a temporary file renamed over it.
+
+    `synced=False` skips the fsync, for what a run rewrites every epoch (history, status, best weights
+    so far): a process that dies still leaves whole files, since the rename is atomic and the written
+    pages outlive the process; only an OS crash could cost the last of them. A run's final files are synced.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -94,22 +100,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if synced:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str, synced: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), synced)
 
 
-def save_weights(state: dict, path: Path) -> None:
+def save_weights(state: dict, path: Path, synced: bool = True) -> None:
     """A state_dict that ``torch.load(path, weights_only=True)`` reads back."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), synced)
 
 
 def _claim(parent: Path, base: str) -> Path:
@@ -140,6 +147,10 @@ class RunFolder:
         self.path = path
         self.write_error: OSError | None = None  # the first write that failed while the run trained
         self.on_write_error = None  # called with it once: the run stops (set by the training session)
+        self._owner = os.getpid()  # the process whose thread writes `write_later`'s files
+        self._later: dict[str, object] = {}  # file name -> its newest pending write
+        self._later_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
 
     @contextlib.contextmanager
     def mid_run(self):
@@ -153,6 +164,37 @@ class RunFolder:
                 self.write_error = exc
                 if self.on_write_error is not None:
                     self.on_write_error(exc)
+
+    def write_later(self, name: str, write) -> None:
+        """Write file `name` with `write()` on a thread of its own, so that training goes on meanwhile (a large
+        model's best.pt takes as long as many steps). Writes keep their order; a newer write of the same file
+        replaces one still waiting. A forked process (a DDP worker) writes at once: it has no such thread.
+        Errors count as `mid_run`'s do; `settle()` waits for what is pending."""
+        if os.getpid() != self._owner:
+            with self.mid_run():
+                write()
+            return
+        with self._later_lock:
+            self._later[name] = write
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_pending, name=f"nbopt-write-{self.path.name}",
+                                                daemon=True)
+                self._writer.start()
+
+    def _write_pending(self) -> None:
+        while True:
+            with self._later_lock:
+                if not self._later:
+                    self._writer = None  # the next write_later starts a new thread
+                    return
+                write = self._later.pop(next(iter(self._later)))
+            with self.mid_run():
+                write()
+
+    def settle(self) -> None:
+        """Wait until every `write_later` so far is on disk (or has failed), before files that must follow them."""
+        while (writer := self._writer) is not None and os.getpid() == self._owner:
+            writer.join()
 
     @staticmethod
     def slug(name: str) -> str:
@@ -179,7 +221,7 @@ class RunFolder:
     def write_recipe(self, text: str) -> None:
         atomic_write_text(self.path / "recipe.yaml", text)
 
-    def write_history(self, rows: list[dict]) -> None:
+    def write_history(self, rows: list[dict], synced: bool = True) -> None:
         if not rows:
             return
         columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -187,13 +229,13 @@ class RunFolder:
         writer = csv.DictWriter(out, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write_text(self.path / "history.csv", out.getvalue())
+        atomic_write_text(self.path / "history.csv", out.getvalue(), synced)
 
-    def write_status(self, **status) -> None:
+    def write_status(self, synced: bool = True, **status) -> None:
         with _STATUS_LOCK:
             current = self.read_status()
             current.update(status)
-            atomic_write_text(self.path / "run.json", json_text(current))
+            atomic_write_text(self.path / "run.json", json_text(current), synced)
 
     def read_status(self) -> dict:
         try:

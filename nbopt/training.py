@@ -89,15 +89,18 @@ def execute(plan: Plan, *, name: str | None = None, resume: str | None = None, l
 
 
 class _HistoryWriter(Listener):
-    """Writes the history after every epoch, so a dead kernel loses at most the epoch in flight."""
+    """Writes the history after every epoch, so a dead kernel loses at most the epoch in flight; from the
+    run folder's writer thread, while the next epoch trains."""
 
     def __init__(self, folder: RunFolder):
         self.folder = folder
 
     def on_epoch(self, recorder, trainer, row):
-        with self.folder.mid_run():
-            self.folder.write_history(recorder.rows)
-            self.folder.write_status(epochs_run=len(recorder.rows), heartbeat=time.time())
+        rows, folder = list(recorder.rows), self.folder
+        folder.settle()  # the last epoch's files first: a write that failed stops the run by this epoch's end
+        folder.write_later("history.csv", lambda: folder.write_history(rows, synced=False))
+        folder.write_later("run.json", lambda: folder.write_status(epochs_run=len(rows), heartbeat=time.time(),
+                                                                  synced=False))
 
 
 def _open_folder(plan: Plan, name: str | None, resume: Resume | None, group: RunGroup | None) -> RunFolder:
@@ -239,6 +242,7 @@ class _Session:
     # -- recording the result ------------------------------------------------------------------
     def fail(self, exc: BaseException) -> None:
         self.heartbeat.stop()
+        self.folder.settle()
         if self.fitter.best is not None:
             self.fitter.best.restore()
         with self.folder.mid_run():  # the exception that ended the run is the one to see
@@ -288,6 +292,7 @@ class _Session:
 
     def finish(self) -> Run:
         self.heartbeat.stop()
+        self.folder.settle()  # the best weights seen while training, before the final ones
         plan, folder, rows = self.plan, self.folder, self.recorder.rows
         results = self._results()
         status = self._status()

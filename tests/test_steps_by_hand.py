@@ -8,11 +8,12 @@ import pytest
 import nbopt
 from nbopt import fitting
 
-BASE = "model: mlp(hidden=[32])\ndata: synthetic(n=500, shape=[8], classes=3)\nbatch_size: 40\nepochs: 4\n"
+# 25 training batches an epoch: Lightning fetches chunks of 16 and 9 of them (nbopt.step_chunks)
+BASE = "model: mlp(hidden=[32])\ndata: synthetic(n=500, shape=[8], classes=3)\nbatch_size: 16\nepochs: 4\n"
 CASES = {
     "plain": "",
     "clipped": "grad_clip: 0.05\n",
-    "accumulated (a partial window at each epoch's end)": "accumulate: 3\n",  # 10 batches: 3, 3, 3, 1
+    "accumulated (a partial window at each epoch's end)": "accumulate: 3\n",  # windows of 3, one across the chunks, 1 at the end
     "bf16-mixed": "precision: bf16-mixed\n",
     "pruned while training": "prune: {method: l1_unstructured, amount: 0.6, schedule: gradual, finetune: 1}\n",
     "dropout and weight decay": "dropout: 0.3\noptimizer: adamw(lr=3e-3, weight_decay=0.1)\n",

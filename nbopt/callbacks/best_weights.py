@@ -44,8 +44,8 @@ class BestWeights(OnLightning):
         self.best_epoch = trainer.current_epoch + 1
         self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.target.state_dict().items()}
         if self.folder is not None and trainer.is_global_zero:
-            with self.folder.mid_run():
-                save_weights(loadable_state(self.best_state), self.folder.weights)
+            state, path = self.best_state, self.folder.weights  # a new dict at each improvement, never changed
+            self.folder.write_later(path.name, lambda: save_weights(loadable_state(state), path, synced=False))
 
     def on_fit_start(self, trainer, pl_module):
         self.start_state = {k: v.detach().to("cpu", copy=True) for k, v in self.target.state_dict().items()}

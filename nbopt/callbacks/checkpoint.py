@@ -60,6 +60,7 @@ class LastCheckpoint(OnLightning):
         if self.guard.requested or not _agreed(trainer, self._due(trainer)):
             return
         partial = self.path.with_name(f".{LAST}.{os.getpid()}.tmp")
+        self.folder.settle()  # best.pt first: the checkpoint must not find the disk filled by half of it
         with self.folder.mid_run():
             try:
                 trainer.save_checkpoint(partial)

@@ -6,6 +6,7 @@ import time
 
 from nbopt.lightning_package import OnLightning
 from nbopt.module import RecipeModule
+from nbopt.step_chunks import steps_per_epoch, trained_in
 
 
 class Recorder(OnLightning):
@@ -24,25 +25,29 @@ class Recorder(OnLightning):
         self._epoch_started = self.fit_started
         self._lr_sum = 0.0
         self._lr_count = 0
+        self._lr = math.nan
 
     def on_fit_start(self, trainer, pl_module):
         self.fit_started = time.perf_counter()
 
     def on_train_epoch_start(self, trainer, pl_module):
         # Lightning knows the number of batches only once the loaders are set up, after on_fit_start.
-        batches = trainer.num_training_batches
+        batches = steps_per_epoch(trainer)
         self.steps_per_epoch = int(batches) if math.isfinite(batches) else 0
         self._epoch_started = time.perf_counter()
         self.step_in_epoch = 0
         self._lr_sum, self._lr_count = 0.0, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._lr_sum += trainer.optimizers[0].param_groups[0]["lr"]
-        self._lr_count += 1
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the LR this batch trains with
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.step_in_epoch += 1
-        self.samples += len(batch[0])
+        steps, samples = trained_in(batch)
+        for _ in range(steps):  # added step by step, so the mean is the same to the last bit
+            self._lr_sum += self._lr
+        self._lr_count += steps
+        self.step_in_epoch += steps
+        self.samples += samples
         if not trainer.is_global_zero:
             return
         for listener in self.listeners:

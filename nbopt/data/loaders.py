@@ -61,7 +61,7 @@ class TensorBatches:
 
     def __iter__(self):
         for index in self.positions():
-            yield self._batch(index)
+            yield self.batch_at(index)
 
     def positions(self):
         """This pass's batches as positions within the split: in order, shuffled, or drawn by `draws`.
@@ -84,7 +84,8 @@ class TensorBatches:
         """The rows of the caller's tensors at these positions of the split."""
         return index if self.rows is None else self.rows[index]
 
-    def _batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_at(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of the split's rows at these positions (one of `positions()`)."""
         if self.on_device is not None:
             x, y = self.on_device
             index = index.to(x.device)
