@@ -11,6 +11,7 @@ from torch import nn
 import nbopt
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.data.loaders import TensorBatches
+from nbopt.display import board
 from nbopt.step_chunks import STEPS_PER_CHUNK, StepChunks
 
 # 25 training batches of 16 (500 samples, 100 for validation): chunks of 16 and 9 steps
@@ -63,7 +64,8 @@ def test_the_trainer_counts_optimizer_steps_not_chunks(runs_dir):
     assert checkpoint["global_step"] == 3 * 9  # 25 batches a epoch: 8 windows of 3 and one of 1
 
 
-def test_progress_counts_steps_and_samples_not_chunks():
+def test_progress_counts_steps_and_samples_not_chunks(monkeypatch):
+    monkeypatch.setattr(board, "STATUS_INTERVAL", 0.0)  # every step's status, not four a second
     sink = Sink()
     nbopt.train(RECIPE, live=True, sink=sink)
     progress = [text for kind, text in sink.shown if kind == "status" and " · step " in text]

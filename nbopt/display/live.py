@@ -69,7 +69,7 @@ class LiveOutput(LiveBoard, Listener):
 
     def on_epoch(self, recorder, trainer, row: dict) -> None:
         self._rows.append(row)
-        self.status(self._progress_text(recorder, trainer))
+        self.tick(lambda: self._progress_text(recorder, trainer))  # a short run's epochs come faster than they read
         self._frame()
         self._print_row(row)
 
