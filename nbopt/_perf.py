@@ -74,3 +74,14 @@ def threads_for(model, sample, batch_size: int) -> int | None:
     if macs is None or macs * batch_size >= SMALL_STEP_MACS:
         return None
     return 1
+
+
+def one_thread_after_fork() -> None:
+    """A forked worker (compare and sweep `--jobs`) trains on one intra-op thread.
+
+    torch's OpenMP (GNU libgomp on Linux) cannot start a team of threads in a process forked from one
+    that has used a team: the child's first multi-threaded step waits forever. One thread each is
+    also what N workers on N cores want; on a machine with more cores, more jobs use them.
+    """
+    import torch
+    torch.set_num_threads(1)

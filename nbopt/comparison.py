@@ -163,8 +163,14 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
     def label(task) -> str:
         return task[1] if repeats == 1 else f"{task[1]} (seed {plans[task[1]].recipe.seed + task[0]})"
 
+    task_plans: dict[tuple[int, str], Plan] = {}
+
     def start(task):
-        return _start(plan_of(task), task[1], repeats, group, resume, namespace)
+        task_plans[task] = plan_of(task)
+        return _start(task_plans[task], task[1], repeats, group, resume, namespace)
+
+    def load(task, folder: str) -> Run:  # the run trained by a worker, with the plan it was trained from
+        return load_run(folder, namespace, plan=task_plans[task])
 
     def teacher_done(task, done) -> bool:
         return task[1] not in teachers or (task[0], teachers[task[1]]) in done
@@ -173,8 +179,7 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
         if jobs == 1:
             _train_in_order(tasks, start, label, runs, guard, board, live, listeners)
         else:
-            train_in_workers(tasks, start, teacher_done, lambda folder: load_run(folder, namespace), runs, jobs,
-                             guard, board, label)
+            train_in_workers(tasks, start, teacher_done, load, runs, jobs, guard, board, label)
     all_runs = {variant: [runs[task] for task in tasks if task[1] == variant and task in runs] for variant in plans}
     comparison = Comparison({k: v for k, v in all_runs.items() if v}, metric_key,
                             interrupted=guard.requested)

@@ -1,7 +1,7 @@
 """``compare --jobs N``: a comparison's runs trained in N forked worker processes at once.
 
-Each run is the same ``execute`` of the same plan as with one job, in a process of its own with an
-even share of the cores, writing its own run folder. This process starts the runs in the order one
+Each run is the same ``execute`` of the same plan as with one job, in a process of its own on one
+thread (nbopt._perf.one_thread_after_fork), writing its own run folder. This process starts the runs in the order one
 job would (a distilling variant once its teacher's run of that seed is done), draws their curves from
 their folders' history files while they train, and loads each finished run from its folder. Forked
 workers inherit the notebook's objects, as ``sweep --jobs`` workers do.
@@ -16,6 +16,7 @@ import signal
 from pathlib import Path
 from typing import Callable
 
+from nbopt._perf import one_thread_after_fork
 from nbopt.callbacks.recorder import Listener
 
 POLL_S = 0.2  # how often the folders of running runs are read for the live figure
@@ -31,9 +32,8 @@ class _Announce(Listener):
         self.messages.put((self.task_id, "folder", str(folder.path.resolve())))
 
 
-def _work(train: Callable, task_id: int, threads: int, messages) -> None:
-    import torch
-    torch.set_num_threads(threads)
+def _work(train: Callable, task_id: int, messages) -> None:
+    one_thread_after_fork()
     try:
         run = train([_Announce(messages, task_id)])
         messages.put((task_id, "done", str(Path(run.folder).resolve())))
@@ -55,13 +55,13 @@ def train_in_workers(tasks: list, prepare: Callable, ready: Callable, load: Call
     """Train `tasks` in `jobs` workers; `done` gets task → Run for each that ended (all, unless stopped).
 
     `prepare(task)` gives a Run (nothing to train) or a `train(listeners)` callable for a worker;
-    `ready(task, done)` says whether it may start given the runs done so far; `load(folder)` makes the
-    Run of a finished folder. A stop (`guard`, Ctrl-C) stops every worker's run after its current step;
-    a run that fails stops the others and raises here, as it would with one job."""
+    `ready(task, done)` says whether it may start given the runs done so far; `load(task, folder)` makes
+    the Run of a finished folder, after the next runs have started in the freed workers. A stop (`guard`,
+    Ctrl-C) stops every worker's run after its current step; a run that fails stops the others and
+    raises here, as it would with one job."""
     context = multiprocessing.get_context("fork")
     messages = context.Queue()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    pending, running, folders, stopped = list(tasks), {}, {}, set()
+    pending, running, folders, finished, stopped = list(tasks), {}, {}, [], set()
     failure = None
     guard.arm()  # Ctrl-C asks for a stop, which reaches every worker, instead of raising mid-bookkeeping
     try:
@@ -74,11 +74,14 @@ def train_in_workers(tasks: list, prepare: Callable, ready: Callable, load: Call
                 if not callable(prepared):
                     done[task] = prepared
                     continue
-                process = context.Process(target=_work, args=(prepared, tasks.index(task), threads, messages),
+                process = context.Process(target=_work, args=(prepared, tasks.index(task), messages),
                                           daemon=True)
                 process.start()
                 running[task] = process
-            failure = _collect(messages, tasks, running, folders, done, load) or failure
+            while finished:
+                task, folder = finished.pop(0)
+                done[task] = load(task, folder)
+            failure = _collect(messages, tasks, running, folders, finished) or failure
             if guard.requested or failure is not None:
                 _stop(running.values(), stopped)
             if board is not None:
@@ -88,15 +91,18 @@ def train_in_workers(tasks: list, prepare: Callable, ready: Callable, load: Call
         guard.request_stop()
         _stop(running.values(), stopped)
         while running:
-            _collect(messages, tasks, running, folders, done, load)
+            _collect(messages, tasks, running, folders, finished)
     finally:
         guard.release()
+    for task, folder in finished:
+        done[task] = load(task, folder)
     if failure is not None:
         raise RuntimeError(failure)
 
 
-def _collect(messages, tasks, running, folders, done, load) -> str | None:
-    """Read the workers' messages for up to POLL_S; a finished run is loaded. A failure's text, else None."""
+def _collect(messages, tasks, running, folders, finished: list) -> str | None:
+    """Read the workers' messages for up to POLL_S; a finished run's (task, folder) goes to `finished`.
+    A failure's text, else None."""
     failure = None
     try:
         task_id, kind, value = messages.get(timeout=POLL_S)
@@ -113,7 +119,7 @@ def _collect(messages, tasks, running, folders, done, load) -> str | None:
     running.pop(task).join()
     if kind == "error":
         return value
-    done[task] = load(value)
+    finished.append((task, value))
     return None
 
 

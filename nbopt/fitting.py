@@ -19,6 +19,7 @@ import torch
 from torch.multiprocessing import ProcessRaisedException
 
 from nbopt import metrics
+from nbopt._perf import one_thread_after_fork
 from nbopt.callbacks.best_weights import BestWeights
 from nbopt.callbacks.bundle import Bundle
 from nbopt.callbacks.checkpoint import LastCheckpoint
@@ -56,6 +57,15 @@ class NoProfiler(OnLightning):
 
 
 _NOTHING = contextlib.nullcontext()
+
+
+class OneThreadPerForkedWorker(OnLightning):
+    """A notebook's DDP workers are forked, and Lightning gives each its share of the cores (two threads a
+    worker for two workers on four cores), which forked OpenMP cannot run: the first step waits forever.
+    One thread each, as for compare and sweep workers (nbopt._perf.one_thread_after_fork)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        one_thread_after_fork()
 
 
 class WorkerError(RuntimeError):
@@ -101,6 +111,8 @@ class Fitter:
         parts = [self.recorder, DivergenceStop.on(lightning)(self.recorder, self.reported),
                  StopOnRequest.on(lightning)(self.guard), *([self.best] if self.best else []), *callbacks]
         parts.append(BatchesOnDevice.on(lightning)(train, self.plan.data.val))  # in-memory splits: on the GPU once
+        if self.strategy == "ddp_notebook":
+            parts.append(OneThreadPerForkedWorker.on(lightning)())
         stage_callbacks = [Bundle.on(lightning)(parts), last]
         if early:
             stage_callbacks.append(lightning.callbacks.EarlyStopping(

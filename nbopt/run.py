@@ -145,7 +145,7 @@ def normalization_tensors(normalization: dict, x: torch.Tensor) -> tuple[torch.T
     return mean, std
 
 
-def load_run(name: str, namespace: dict | None = None) -> Run:
+def load_run(name: str, namespace: dict | None = None, plan=None) -> Run:
     """A Run from its folder (a name under the runs folder, or a folder's path): the model is rebuilt
     from the saved recipe and filled with best.pt; the history and metrics are what the folder holds.
 
@@ -153,13 +153,15 @@ def load_run(name: str, namespace: dict | None = None) -> Run:
     finished: a run whose process died reads ``died``, and a run without metrics.json gets the
     scores of its best weights on the validation split, with a note saying so. A model whose channels
     were removed gets its smaller shape by repeating the removals; one whose channels were ranked
-    globally cannot be rebuilt from the recipe, and its Run has ``model=None``.
+    globally cannot be rebuilt from the recipe, and its Run has ``model=None``. `plan`: the checked plan of
+    the folder's recipe, when the caller has it (a comparison's worker trained from it): its data and a
+    fresh model are used instead of checking the recipe again.
     """
     from nbopt.liveness import current_status
     from nbopt.plan import check
     from nbopt.catalog import find_run
     folder = find_run(name)
-    plan = check((folder.path / "recipe.yaml").read_text(), namespace, interactive=False)
+    plan = plan or check((folder.path / "recipe.yaml").read_text(), namespace, interactive=False)
     model, float_model = _model_with_weights(plan, folder.weights), None
     if model is not None and plan.recipe.quantize:  # the same float weights quantise to the same int8 model
         from nbopt.techniques.quantize import quantize_dynamic

@@ -12,6 +12,7 @@ import optuna
 import pandas as pd
 
 from nbopt import metrics
+from nbopt._perf import one_thread_after_fork
 from nbopt.callbacks.interrupt import InterruptGuard
 from nbopt.environment import in_notebook, notebook_namespace
 from nbopt.display.plots import register_figure_formatter
@@ -88,12 +89,11 @@ def sweep(recipe: str | dict, namespace: dict | None = None, *, trials: int | No
     return result
 
 
-def _worker_main(url, name, sampler, pruner, epochs, seed, threads, work):
+def _worker_main(url, name, sampler, pruner, epochs, seed, work):
     """One worker process. It opens the storage itself: a storage object inherited through fork would
     share the parent's identity (a journal's worker id, a database's connections), and two workers with
     one identity both believe they own the same queued trial."""
-    import torch
-    torch.set_num_threads(threads)
+    one_thread_after_fork()
     study = optuna.load_study(study_name=name, storage=open_storage(url), sampler=make_sampler(sampler, seed),
                               pruner=make_pruner(pruner, epochs))
     run_trials(study, guard=InterruptGuard(), board=None, **work)
@@ -102,9 +102,8 @@ def _worker_main(url, name, sampler, pruner, epochs, seed, threads, work):
 def _run_workers(url, name, sampler, pruner, epochs, seed, jobs, work, board, guard) -> None:
     """`jobs` forked worker processes (they inherit the notebook's objects); the board polls the study."""
     context = multiprocessing.get_context("fork")
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    workers = [context.Process(target=_worker_main, args=(url, name, sampler, pruner, epochs, seed, threads,
-                                                           work), daemon=True) for _ in range(jobs)]
+    workers = [context.Process(target=_worker_main, args=(url, name, sampler, pruner, epochs, seed, work),
+                               daemon=True) for _ in range(jobs)]
     for w in workers:
         w.start()
     try:
