@@ -30,7 +30,8 @@ class TaskLoss(torch.nn.Module):
 
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         losses = self._per_element(outputs, targets)
-        losses = losses.reshape(len(losses), -1).mean(dim=1)
+        if losses.dim() > 1:  # several values a sample (outputs with more dimensions): their mean per sample
+            losses = losses.reshape(len(losses), -1).mean(dim=1)
         if self.class_weights is None:
             return losses.mean()
         weights = targets @ self.class_weights if targets.dtype.is_floating_point else self.class_weights[targets]
