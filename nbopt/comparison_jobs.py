@@ -1,10 +1,10 @@
 """``compare --jobs N``: a comparison's runs trained in N forked worker processes at once.
 
 Each run is the same ``execute`` of the same plan as with one job, in a process of its own on one
-thread (nbopt._perf.one_thread_after_fork), writing its own run folder. This process starts the runs in the order one
-job would (a distilling variant once its teacher's run of that seed is done), draws their curves from
-their folders' history files while they train, and loads each finished run from its folder. Forked
-workers inherit the notebook's objects, as ``sweep --jobs`` workers do.
+thread (nbopt._perf.one_thread_after_fork), writing its own run folder. This process starts the runs
+in the order one job would (a distilling variant once its teacher's run of that seed is done), draws
+their curves from their folders' history files while they train, and loads each finished run from
+its folder. Forked workers inherit the notebook's objects, as ``sweep --jobs`` workers do.
 """
 from __future__ import annotations
 

@@ -152,6 +152,13 @@ class RunFolder:
         self._later_lock = threading.Lock()
         self._writer: threading.Thread | None = None
 
+    def __getstate__(self) -> dict:
+        """A copy in another process (a spawned DDP worker) writes at once, as a forked one does."""
+        return {**self.__dict__, "_later": {}, "_later_lock": None, "_writer": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _later_lock=threading.Lock())
+
     @contextlib.contextmanager
     def mid_run(self):
         """Writes while a run trains: an OSError (a full disk, a vanished folder) is remembered and stops

@@ -210,3 +210,12 @@ def test_a_write_that_fails_on_the_writer_thread_stops_the_run_as_one_in_trainin
     folder.write_later("best.pt", full)
     folder.settle()
     assert isinstance(folder.write_error, OSError) and heard == [folder.write_error]
+
+
+def test_a_run_folder_sent_to_another_process_writes_there_at_once(tmp_path):
+    import pickle
+    folder = RunFolder(tmp_path)
+    copy = pickle.loads(pickle.dumps(folder))  # as a spawned DDP worker gets it
+    copy._owner = -1  # another process's folder
+    copy.write_later("history.csv", lambda: atomic_write_text(tmp_path / "history.csv", "epoch\n1\n"))
+    assert (tmp_path / "history.csv").read_text() == "epoch\n1\n" and copy._writer is None
