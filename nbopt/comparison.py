@@ -150,6 +150,7 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
     board = CompareBoard(metric_key, len(plans) * repeats, in_notebook()) if live else None
     tasks = [(repeat, variant) for repeat in range(repeats) for variant in plans]  # the order one job trains in
     runs: dict[tuple[int, str], Run] = {}
+    task_plans: dict[tuple[int, str], Plan] = {}  # a worker's run is loaded with the plan it was trained from
 
     def plan_of(task) -> Plan:
         repeat, variant = task
@@ -163,14 +164,9 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
     def label(task) -> str:
         return task[1] if repeats == 1 else f"{task[1]} (seed {plans[task[1]].recipe.seed + task[0]})"
 
-    task_plans: dict[tuple[int, str], Plan] = {}
-
     def start(task):
         task_plans[task] = plan_of(task)
         return _start(task_plans[task], task[1], repeats, group, resume, namespace)
-
-    def load(task, folder: str) -> Run:  # the run trained by a worker, with the plan it was trained from
-        return load_run(folder, namespace, plan=task_plans[task])
 
     def teacher_done(task, done) -> bool:
         return task[1] not in teachers or (task[0], teachers[task[1]]) in done
@@ -179,10 +175,10 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
         if jobs == 1:
             _train_in_order(tasks, start, label, runs, guard, board, live, listeners)
         else:
-            train_in_workers(tasks, start, teacher_done, load, runs, jobs, guard, board, label)
+            train_in_workers(tasks, start, teacher_done, lambda task, folder: load_run(folder, namespace,
+                             plan=task_plans[task]), runs, jobs, guard, board, label)
     all_runs = {variant: [runs[task] for task in tasks if task[1] == variant and task in runs] for variant in plans}
-    comparison = Comparison({k: v for k, v in all_runs.items() if v}, metric_key,
-                            interrupted=guard.requested)
+    comparison = Comparison({k: v for k, v in all_runs.items() if v}, metric_key, interrupted=guard.requested)
     if board:
         board.finish(comparison)
     return comparison
