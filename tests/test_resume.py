@@ -38,8 +38,9 @@ EXTRA = {
     "early stopping": "optimizer: sgd(lr=0.5)\nearly_stopping: {monitor: val_acc, patience: 2}\n",
     "gradual pruning": "prune: {method: l1_unstructured, amount: 0.6, schedule: gradual, finetune: 2}\n",
 }
-# Long enough epochs (about a second each on one thread) that a kill lands in the middle of one.
-SLOW = ("model: mlp(hidden=[64, 64])\ndata: synthetic(n=20000, shape=[64], classes=4)\nbatch_size: 16\nepochs: 4\n"
+# Epochs of about 0.3 s on 2 cores, so that a kill lands in the middle of one; 8 of them, so that a run killed
+# a fraction of a second after epoch 2 is not done yet even on a machine a few times faster.
+SLOW = ("model: mlp(hidden=[64, 64])\ndata: synthetic(n=20000, shape=[64], classes=4)\nbatch_size: 16\nepochs: 8\n"
         "checkpoint_every: 1\n")
 
 
@@ -405,7 +406,7 @@ def test_a_killed_kernel_leaves_a_died_run_that_the_magic_resumes(kernel, tmp_pa
     same_run(nbopt.load_run(str(runs / "doomed"), {}), train(SLOW, name="whole"))
 
 
-SLOW_DDP = SLOW.replace("epochs: 4\n", "epochs: 4\ndevices: 2\nstrategy: ddp\n")
+SLOW_DDP = SLOW.replace("epochs: 8\n", "epochs: 4\ndevices: 2\nstrategy: ddp\n")
 
 
 def test_a_killed_two_process_ddp_run_resumes_on_two_processes_exactly(tmp_path, runs_dir):

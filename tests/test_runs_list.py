@@ -94,7 +94,7 @@ def test_loading_a_compare_by_its_name_says_which_runs_it_holds(recorded):
 def test_a_compare_whose_process_died_reads_died(tmp_path, runs_dir):
     """The process is killed while the second variant trains: the comparison is not `running` for ever."""
     script = ("import nbopt, sys\nnbopt.compare(sys.argv[1], {}, name='killed', live=False)\n")
-    slow = TINY.replace("epochs: 2", "epochs: 200") + "variants:\n  a: {epochs: 1}\n  b: {}\n"
+    slow = TINY.replace("epochs: 2", "epochs: 5000") + "variants:\n  a: {epochs: 1}\n  b: {}\n"
     env = dict(os.environ, NBOPT_RUNS_DIR=str(runs_dir), OMP_NUM_THREADS="1")
     process = subprocess.Popen([sys.executable, "-c", script, slow], env=env, cwd=tmp_path)
     deadline = time.monotonic() + 120
