@@ -73,7 +73,7 @@ sys.path.insert(0, str(HERE))  # markdown_table, beside this script
 sys.path.insert(1, str(HERE.parent))  # the nbopt of this checkout
 
 from markdown_table import markdown_table  # noqa: E402
-from measuring import epoch_timer, silenced  # noqa: E402
+from measuring import epoch_timer, plain_classifier, silenced  # noqa: E402
 
 VARIANTS = {"a": "(a) hand-written loop", "b": "(b) plain Lightning", "c": "(c) nbopt"}
 AUGMENT = "[hflip, crop(4)]"
@@ -231,39 +231,12 @@ def run_lightning(plan, args, device, augment: bool, seed: int, root: str) -> di
     """(b): Lightning the way its docs write it, kornia in ``on_after_batch_transfer``."""
     import pytorch_lightning as pl
     import torch
-    import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
-
-    class Classifier(pl.LightningModule):
-        def __init__(self, net, augmenter):
-            super().__init__()
-            self.net = net
-            self.augmenter = augmenter
-
-        def on_after_batch_transfer(self, batch, dataloader_idx):
-            x, y = batch
-            if self.augmenter is not None and self.trainer.training:
-                x = self.augmenter(x)
-            return x, y
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            loss = F.cross_entropy(self.net(x), y)
-            self.log("train_loss", loss)
-            return loss
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            out = self.net(x)
-            self.log("val_loss", F.cross_entropy(out, y))
-            self.log("val_acc", (out.argmax(1) == y).float().mean())
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 
     x, y, vx, vy = split_tensors(plan)
     torch.manual_seed(seed)
-    model = Classifier(copy.deepcopy(plan.model.net), kornia_pipeline() if augment else None)
+    model = plain_classifier(pl, copy.deepcopy(plan.model.net), lambda parameters: torch.optim.AdamW(
+        parameters, lr=args.lr, weight_decay=args.weight_decay), kornia_pipeline() if augment else None)
     train_loader = DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=True)
     val_loader = DataLoader(TensorDataset(vx, vy), batch_size=4 * args.batch_size)
     timer = epoch_timer(pl)

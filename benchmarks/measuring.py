@@ -43,3 +43,39 @@ def epoch_timer(pl):
             self.seconds.append(time.perf_counter() - self._t)
 
     return EpochTimer()
+
+
+def plain_classifier(pl, net, make_optimizer, augmenter=None):
+    """Baseline (b): a LightningModule of package `pl` as Lightning's docs write one, `self.log` at every step
+    and a validation loss and accuracy. `make_optimizer(parameters)` gives its optimizer; `augmenter`
+    (kornia), when given, transforms each training batch once it is on the device."""
+    import torch.nn.functional as F
+
+    class Classifier(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.augmenter = augmenter
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            x, y = batch
+            if self.augmenter is not None and self.trainer.training:
+                x = self.augmenter(x)
+            return x, y
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.cross_entropy(self.net(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            out = self.net(x)
+            self.log("val_loss", F.cross_entropy(out, y))
+            self.log("val_acc", (out.argmax(1) == y).float().mean())
+
+        def configure_optimizers(self):
+            return make_optimizer(self.parameters())
+
+    return Classifier()

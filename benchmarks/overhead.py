@@ -59,7 +59,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # measuring, beside this script
 
-from measuring import epoch_timer, silenced  # noqa: E402
+from measuring import epoch_timer, plain_classifier, silenced  # noqa: E402
 
 WORKLOADS = {
     "W1": {
@@ -206,36 +206,14 @@ def run_lightning(workload: str, epochs: int, seed: int, root: str, warmup: bool
     """(b): Lightning the way its docs and most notebooks write it."""
     import pytorch_lightning as pl
     import torch
-    from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
-
-    class Classifier(pl.LightningModule):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-            self.loss_fn = nn.CrossEntropyLoss()
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            loss = self.loss_fn(self.net(x), y)
-            self.log("train_loss", loss)
-            return loss
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            out = self.net(x)
-            self.log("val_loss", self.loss_fn(out, y))
-            self.log("val_acc", (out.argmax(1) == y).float().mean())
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=1e-3)
 
     plan = _plan(workload, epochs, seed, warmup)
     x, y, vx, vy = tensors(plan)
     batch = plan.recipe.batch_size
     checksum = fingerprint(plan)
     torch.manual_seed(seed)
-    model = Classifier(plan.model.net)
+    model = plain_classifier(pl, plan.model.net, lambda parameters: torch.optim.Adam(parameters, lr=1e-3))
     train_loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True)
     val_loader = DataLoader(TensorDataset(vx, vy), batch_size=batch)
     timer = epoch_timer(pl)
