@@ -43,6 +43,9 @@ def configure_from_recipe(module, recipe, epochs: int, lr: float | None = None, 
     return {"optimizer": optimizer, "lr_scheduler": config}
 
 
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_train_loss_sum", "_train_batches", "_val_loss_sum", "_val_samples"})
+
+
 class RecipeModule(OnLightning):
     """Trains `net` with the recipe's loss, optimizer and schedule; reports val loss, the task's metric and
     the recipe's `metrics:`. A LightningModule of the package that trains built-in models
@@ -84,9 +87,9 @@ class RecipeModule(OnLightning):
         return self.net(x)
 
     def __setattr__(self, name, value):
-        # Lightning sets `_current_fx_name` dozens of times a step; nn.Module's checks for
-        # parameters and submodules made that a tenth of a small model's step time.
-        if name == "_current_fx_name":
+        # Lightning sets `_current_fx_name` dozens of times a step, and every step adds to the epoch's
+        # loss; nn.Module's checks for parameters and submodules made that a tenth of a small model's step.
+        if name in _PLAIN_ATTRIBUTES:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
@@ -127,9 +130,13 @@ class RecipeModule(OnLightning):
     def _step_by_hand(self, loss: torch.Tensor, step: int, steps_in_epoch: int) -> None:
         """What Lightning's automatic optimisation does for this module, without its closure and hook
         layers: the loss over `accumulate`, backward, and every `accumulate` batches (and at the epoch's
-        last) the recipe's clipping, one optimizer step and zeroed gradients. Same arithmetic, same order."""
+        last) the recipe's clipping, one optimizer step and zeroed gradients. Same arithmetic, same order.
+
+        Backward is the tensor's own: ``manual_backward`` would add the before/after-backward hooks of
+        every callback (nothing here implements them) and, for precision 32 or bf16, nothing else,
+        at a tenth of a small model's step."""
         accumulate = self.recipe.accumulate
-        self.manual_backward(loss / accumulate if accumulate > 1 else loss)
+        (loss / accumulate if accumulate > 1 else loss).backward()
         if (step + 1) % accumulate and step + 1 < steps_in_epoch:
             return
         optimizer = self.optimizers()
@@ -155,7 +162,11 @@ class RecipeModule(OnLightning):
         if not self._val_samples:
             return
         scores = {f"val_{name}": value for name, value in self.val_scores.scalars().items()}
-        self.log_dict({"val_loss": self._val_loss_sum / self._val_samples, **scores}, sync_dist=True)
+        values = {"val_loss": self._val_loss_sum / self._val_samples, **scores}
+        if self.trainer.world_size > 1:
+            self.log_dict(values, sync_dist=True)
+        else:  # what log_dict leaves for callbacks and schedules to read, without its bookkeeping: a twentieth of an epoch
+            self.trainer.callback_metrics.update(values)
         self.val_scores.reset()
         self._val_loss_sum, self._val_samples = None, 0
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import nbopt
 from nbopt import RecipeError
-from nbopt.components import Component
+from nbopt.components import Component, parse_component
 from nbopt.techniques.losses import build_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,6 +225,32 @@ def test_weighted_losses_average_like_torch_cross_entropy_with_weights():
     outputs, targets = torch.randn(50, 1), torch.randn(50)
     assert torch.allclose(build_loss(Component("mse"), "regression", None)(outputs, targets),
                           F.mse_loss(outputs[:, 0], targets))
+
+
+@pytest.mark.parametrize("loss, task, outputs_shape, soft", [
+    ("cross_entropy", "classification", (50, 3), False), ("cross_entropy", "classification", (50, 3), True),
+    ("cross_entropy(label_smoothing=0.1)", "classification", (50, 3), False), ("nll", "classification", (50, 3), False),
+    ("bce", "classification", (50, 3), False), ("mse", "classification", (50, 3), True),
+    ("huber", "classification", (50, 3), False), ("l1", "classification", (50, 3), False),
+    ("mse", "regression", (50, 1), False), ("huber(delta=0.5)", "regression", (50, 4), False),
+    ("l1", "regression", (50, 4), False)])
+def test_an_unweighted_loss_is_the_mean_of_its_per_sample_losses(loss, task, outputs_shape, soft):
+    """Unweighted, torch's own mean replaces nbopt's per-sample average: the same value, within float rounding."""
+    torch.manual_seed(0)
+    outputs = torch.randn(*outputs_shape)
+    if task == "regression":
+        targets = torch.randn(50) if outputs_shape[1] == 1 else torch.randn(*outputs_shape)
+    else:
+        targets = torch.randint(0, 3, (50,))
+        targets = F.one_hot(targets, 3).float() * 0.7 + 0.1 if soft else targets
+    component = parse_component(loss)
+    fast = build_loss(component, task, 3 if task == "classification" else None)
+    per_sample = build_loss(component, task, 3 if task == "classification" else None,
+                            class_weights=torch.ones(3) if task == "classification" else None)
+    if task == "regression":
+        per_sample.mean_fn = None  # the per-sample average of a regression loss, as before
+    assert (fast.mean_fn is not None) == (loss != "nll")
+    assert torch.allclose(fast(outputs, targets), per_sample(outputs, targets), rtol=1e-6, atol=1e-7)
 
 
 def test_oversample_draws_every_class_evenly_with_a_seed(check):

@@ -5,7 +5,9 @@ each class as a yes/no output; nll takes log-softmax of the logits. For regressi
 compared with the outputs directly.
 
 Every loss is computed per sample and averaged here, so that `balance: weights` can weigh each
-sample by its class (a mixed target by the mix of its classes) whatever the loss.
+sample by its class (a mixed target by the mix of its classes) whatever the loss. Unweighted, a loss
+with a mean of its own (torch's ``reduction="mean"``) uses it: one kernel instead of per-sample
+values and a separate mean, forward and backward.
 """
 from __future__ import annotations
 
@@ -27,9 +29,12 @@ class TaskLoss(torch.nn.Module):
         super().__init__()
         self.name, self.fn, self.task, self.num_classes = name, fn, task, num_classes
         self.register_buffer("class_weights", class_weights, persistent=False)  # moves to the device with the model
+        self.mean_fn = _with_own_mean(fn) if class_weights is None else None
 
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        losses = self._per_element(outputs, targets)
+        if self.mean_fn is not None:
+            return self._applied(self.mean_fn, outputs, targets)
+        losses = self._applied(self.fn, outputs, targets)
         if losses.dim() > 1:  # several values a sample (outputs with more dimensions): their mean per sample
             losses = losses.reshape(len(losses), -1).mean(dim=1)
         if self.class_weights is None:
@@ -37,23 +42,30 @@ class TaskLoss(torch.nn.Module):
         weights = targets @ self.class_weights if targets.dtype.is_floating_point else self.class_weights[targets]
         return (weights * losses).sum() / weights.sum()  # as cross_entropy(weight=...) averages
 
-    def _per_element(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _applied(self, fn, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.task == "regression":
-            return self.fn(outputs.reshape(targets.shape), targets)
+            return fn(outputs.reshape(targets.shape), targets)
         if self.name == "cross_entropy":  # takes class indices or (mixed) class probabilities
-            return self.fn(outputs, targets)
+            return fn(outputs, targets)
         soft = targets if targets.dtype.is_floating_point else F.one_hot(targets, self.num_classes).to(outputs.dtype)
         if self.name == "nll":
-            return self.fn(F.log_softmax(outputs, dim=1), soft)
+            return fn(F.log_softmax(outputs, dim=1), soft)
         if self.name == "bce":
-            return self.fn(outputs, soft)
-        return self.fn(F.softmax(outputs, dim=1), soft)
+            return fn(outputs, soft)
+        return fn(F.softmax(outputs, dim=1), soft)
+
+
+def _with_own_mean(fn):
+    """The loss averaged over every value by torch itself, for one of torch's losses (per value, reduction
+    none); None for a loss written here. Every sample has as many values, so it is the mean of their means."""
+    if isinstance(fn, functools.partial) and fn.keywords.get("reduction") == "none":
+        return functools.partial(fn.func, *fn.args, **{**fn.keywords, "reduction": "mean"})
+    return None
 
 
 @LOSSES.register("cross_entropy", "softmax cross-entropy (classification); label_smoothing softens the targets")
 def cross_entropy(label_smoothing: float = 0.0):
-    return lambda outputs, targets: F.cross_entropy(outputs, targets, label_smoothing=label_smoothing,
-                                                    reduction="none")
+    return functools.partial(F.cross_entropy, label_smoothing=label_smoothing, reduction="none")
 
 
 @LOSSES.register("nll", "negative log-likelihood of log-softmax outputs (classification)")
