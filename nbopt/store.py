@@ -27,6 +27,7 @@ from nbopt.errors import RecipeError
 from nbopt.liveness import LIVE, stamp
 
 _STATUS_LOCK = threading.Lock()  # a run's heartbeat thread and its main thread both update run.json
+WRITE_INTERVAL_S = 0.5  # files written while a run trains are at most this far behind it (RunFolder.write_later)
 
 
 def runs_root() -> Path:
@@ -151,13 +152,14 @@ class RunFolder:
         self._later: dict[str, object] = {}  # file name -> its newest pending write
         self._later_lock = threading.Lock()
         self._writer: threading.Thread | None = None
+        self._write_now = threading.Event()  # settle(): what is pending goes to disk without waiting its turn
 
     def __getstate__(self) -> dict:
         """A copy in another process (a spawned DDP worker) writes at once, as a forked one does."""
-        return {**self.__dict__, "_later": {}, "_later_lock": None, "_writer": None}
+        return {**self.__dict__, "_later": {}, "_later_lock": None, "_writer": None, "_write_now": None}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _later_lock=threading.Lock())
+        self.__dict__.update(state, _later_lock=threading.Lock(), _write_now=threading.Event())
 
     @contextlib.contextmanager
     def mid_run(self):
@@ -174,9 +176,11 @@ class RunFolder:
 
     def write_later(self, name: str, write) -> None:
         """Write file `name` with `write()` on a thread of its own, so that training goes on meanwhile (a large
-        model's best.pt takes as long as many steps). Writes keep their order; a newer write of the same file
-        replaces one still waiting. A forked process (a DDP worker) writes at once: it has no such thread.
-        Errors count as `mid_run`'s do; `settle()` waits for what is pending."""
+        model's best.pt takes as long as many steps), and at most every WRITE_INTERVAL_S: the first write at
+        once, then what gathered meanwhile, a newer write of a file replacing one still waiting. Short epochs
+        thus cost one history and one best.pt a half-second, not one each (a fifth of a small model's epoch).
+        Writes keep their order. A forked process (a DDP worker) writes at once: it has no such thread.
+        Errors count as `mid_run`'s do; `settle()` writes what is pending and waits for it."""
         if os.getpid() != self._owner:
             with self.mid_run():
                 write()
@@ -184,6 +188,7 @@ class RunFolder:
         with self._later_lock:
             self._later[name] = write
             if self._writer is None:
+                self._write_now.clear()
                 self._writer = threading.Thread(target=self._write_pending, name=f"nbopt-write-{self.path.name}",
                                                 daemon=True)
                 self._writer.start()
@@ -192,15 +197,20 @@ class RunFolder:
         while True:
             with self._later_lock:
                 if not self._later:
-                    self._writer = None  # the next write_later starts a new thread
+                    self._writer = None  # the next write_later starts a new thread, and writes at once
                     return
-                write = self._later.pop(next(iter(self._later)))
-            with self.mid_run():
-                write()
+                writes = list(self._later.values())
+                self._later.clear()
+            for write in writes:
+                with self.mid_run():
+                    write()
+            self._write_now.wait(WRITE_INTERVAL_S)
 
     def settle(self) -> None:
-        """Wait until every `write_later` so far is on disk (or has failed), before files that must follow them."""
+        """Write every `write_later` so far now and wait until it is on disk (or has failed), before files
+        that must follow them."""
         while (writer := self._writer) is not None and os.getpid() == self._owner:
+            self._write_now.set()
             writer.join()
 
     @staticmethod

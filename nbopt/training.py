@@ -89,15 +89,15 @@ def execute(plan: Plan, *, name: str | None = None, resume: str | None = None, l
 
 
 class _HistoryWriter(Listener):
-    """Writes the history after every epoch, so a dead kernel loses at most the epoch in flight; from the
-    run folder's writer thread, while the next epoch trains."""
+    """Writes the history after every epoch from the run folder's writer thread, while the next epoch trains:
+    a dead kernel loses the epoch in flight and at most half a second before it (store.WRITE_INTERVAL_S).
+    A write that fails stops the run after the step it fails in."""
 
     def __init__(self, folder: RunFolder):
         self.folder = folder
 
     def on_epoch(self, recorder, trainer, row):
         rows, folder = list(recorder.rows), self.folder
-        folder.settle()  # the last epoch's files first: a write that failed stops the run by this epoch's end
         folder.write_later("history.csv", lambda: folder.write_history(rows, synced=False))
         folder.write_later("run.json", lambda: folder.write_status(epochs_run=len(rows), heartbeat=time.time(),
                                                                   synced=False))

@@ -7,6 +7,7 @@ import errno
 import multiprocessing
 import os
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -138,13 +139,14 @@ def test_a_failed_write_keeps_the_previous_file_and_no_temporary_file(tmp_path, 
 
 def test_history_that_cannot_be_written_mid_run_keeps_the_epochs_written_before(train, runs_dir, monkeypatch):
     _failing_replace(monkeypatch, "history.csv", after=1)
-    run = train(RECIPE.replace("epochs: 3", "epochs: 50") + "name: flaky\n")
-    # the history is written while the next epoch trains: that epoch is the last
-    assert run.status == "failed" and len(run.history) in (2, 3), "stopped by the end of the next epoch"
+    run = train(RECIPE.replace("epochs: 3", "epochs: 100000") + "name: flaky\n")
+    # the second write comes half a second after the first (store.WRITE_INTERVAL_S), and its failure stops the
+    # run after the step it fails in: minutes before its 100,000 epochs
+    assert run.status == "failed" and 1 < len(run.history) < 100000
     assert f"the run's folder could not be written ({os.strerror(errno.EIO)})" in run.note
     folder = runs_dir / "flaky"
-    history = pd.read_csv(folder / "history.csv")
-    assert list(history["epoch"]) == [1]
+    written = list(pd.read_csv(folder / "history.csv")["epoch"])  # the first write: the epochs done by then
+    assert written == list(range(1, len(written) + 1)) and len(written) < len(run.history)
     assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
 
 
@@ -198,6 +200,29 @@ def test_writes_left_to_the_writer_thread_keep_their_order_and_only_the_newest_o
     gate.set()
     folder.settle()
     assert written == ["best 1", "other", "best 3"]
+
+
+def test_quick_writes_go_to_disk_at_most_every_half_second_and_settle_writes_the_newest_at_once(tmp_path):
+    folder, written = RunFolder(tmp_path), []
+    for epoch in range(1, 61):  # 0.6 s of 10 ms epochs
+        folder.write_later("history.csv", lambda epoch=epoch: written.append((epoch, time.monotonic())))
+        time.sleep(0.01)
+    settled = time.monotonic()
+    folder.settle()
+    epochs, times = [epoch for epoch, _ in written], [at for _, at in written]
+    assert epochs == sorted(epochs) and epochs[-1] == 60 and len(epochs) <= 4, epochs
+    assert all(later - earlier >= 0.49 for earlier, later in zip(times, times[1:-1]))  # the writes before settle's
+    assert times[-1] - settled < 0.2  # settle does not wait for the half-second to pass
+
+
+def test_a_run_of_short_epochs_writes_its_history_a_few_times_not_once_an_epoch(train, runs_dir, monkeypatch):
+    real, writes = os.replace, []
+    monkeypatch.setattr(os, "replace", lambda src, dst, *a, **k: (writes.append(os.path.basename(dst)),
+                                                                  real(src, dst, *a, **k))[1])
+    run = train(RECIPE.replace("epochs: 3", "epochs: 200"))
+    seconds = float(run.history["seconds"].sum())
+    assert len(run.history) == 200 and writes.count("history.csv") <= seconds / 0.5 + 3, (writes.count("history.csv"), seconds)
+    assert list(pd.read_csv(run.folder / "history.csv")["epoch"]) == list(range(1, 201))
 
 
 def test_a_write_that_fails_on_the_writer_thread_stops_the_run_as_one_in_training_would(tmp_path):
