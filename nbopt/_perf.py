@@ -1,11 +1,14 @@
 """Process-level settings that make small-model training on CPU markedly faster."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 256 * 1024 * 1024  # while training: step buffers below this stay in the heap
+_PASS_MMAP_THRESHOLD = 1024 * 1024  # in a pass over a whole split: batches above this get pages of their own
 _tuned = False
 
 
@@ -21,11 +24,31 @@ def tune_allocator() -> None:
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024 * 1024)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
         libc.mallopt(_M_TRIM_THRESHOLD, 1024 * 1024 * 1024)
     except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
-        pass
+        return
     _tuned = True
+
+
+@contextlib.contextmanager
+def batches_with_own_pages():
+    """For one pass over a whole split after training (final scores, interpretation): large batches are
+    mapped for themselves and unmapped when freed, as glibc does by default.
+
+    With the training setting, each batch comes from the heap, and the small tensors a pass keeps
+    between batches (outputs, metric states) land in the freed space, so the next batch no longer fits
+    there: the heap grew by up to twice the validation split (benchmarks/memory.py). A pass makes a few
+    dozen batches, so their page faults cost nothing a user would notice."""
+    if not _tuned:
+        yield
+        return
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(_M_MMAP_THRESHOLD, _PASS_MMAP_THRESHOLD)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
 def use_channels_last(model, sample, mixed_precision: bool) -> bool:

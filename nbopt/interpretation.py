@@ -117,20 +117,47 @@ class Interpretation:
         return f"<div><b>nbopt interpretation</b>{self.largest_errors(5).to_html()}</div>"
 
 
+class _Rows:
+    """Rows of every batch in one tensor, allocated once when the number of rows is known.
+
+    Kept as a list of small per-batch tensors, they land between the batches' large temporaries, which
+    then cannot be reused: the heap grew by a batch at a time, up to twice the validation split
+    (benchmarks/memory.py). Without a known total, the batches' rows are concatenated at the end.
+    """
+
+    def __init__(self, total: int | None):
+        self.total, self.parts, self.whole, self.filled = total, [], None, 0
+
+    def add(self, rows: torch.Tensor) -> None:
+        if self.total is None:
+            self.parts.append(rows)
+            return
+        if self.whole is None:
+            self.whole = rows.new_empty((self.total, *rows.shape[1:]))
+        self.whole[self.filled:self.filled + len(rows)] = rows
+        self.filled += len(rows)
+
+    def gathered(self) -> torch.Tensor:
+        if self.total is None:
+            return torch.cat(self.parts)
+        return self.whole[:self.filled] if self.whole is not None else torch.empty(0)
+
+
 @torch.no_grad()
 def interpret(model, batches, task: str, classes: list | None, prepare) -> Interpretation:
     """Run `batches` of raw (x, y) through `prepare` (normalisation) and `model`, keeping everything
     needed to explain the predictions. `classes` names the outputs (None: their indices)."""
     model.eval()
     device = next(model.parameters(), torch.empty(0)).device
-    parts = {"outputs": [], "targets": []}
+    total = getattr(batches, "size", None)  # rows of an in-memory split (TensorBatches)
+    outputs, targets = _Rows(total), _Rows(total)
     input_dims = 2
     for batch in batches:
         x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
         input_dims = x.ndim
-        parts["outputs"].append(model(prepare(x.float()).to(device)).float().cpu())
-        parts["targets"].append(y.cpu())
-    outputs, targets = (torch.cat(parts[key]) for key in ("outputs", "targets"))
+        outputs.add(model(prepare(x.float()).to(device)).float().cpu())
+        targets.add(y.cpu())
+    outputs, targets = outputs.gathered(), targets.gathered()
     if task == "classification":
         targets = targets.long()
         losses = F.cross_entropy(outputs, targets, reduction="none")

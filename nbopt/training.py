@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from nbopt._perf import threads_for, tune_allocator, use_channels_last
+from nbopt._perf import batches_with_own_pages, threads_for, tune_allocator, use_channels_last
 from nbopt._quiet import quiet_lightning
 from nbopt.callbacks.best_weights import loadable_state
 from nbopt.callbacks.interrupt import InterruptGuard
@@ -294,7 +294,8 @@ class _Session:
         self.heartbeat.stop()
         self.folder.settle()  # the best weights seen while training, before the final ones
         plan, folder, rows = self.plan, self.folder, self.recorder.rows
-        results = self._results()
+        with batches_with_own_pages():  # passes over the validation split: no heap growth from them
+            results = self._results()
         status = self._status()
         note = self._note(status, results)
         with folder.mid_run():  # each on its own: after a full disk, the small status file may still fit

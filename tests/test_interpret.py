@@ -96,3 +96,13 @@ def test_regression_gives_residuals_and_the_largest_errors(train):
 def test_a_loaded_run_interprets_too(digits_run):
     loaded = nbopt.load(str(digits_run.folder))
     pd.testing.assert_frame_equal(loaded.interpret().confusion, digits_run.interpret().confusion)
+
+
+def test_a_split_and_a_plain_list_of_its_batches_interpret_alike(digits_run):
+    """An in-memory split's rows go into one tensor allocated up front; any other batches are concatenated."""
+    from nbopt.interpretation import interpret
+    data = nbopt.check(DIGITS, {}).data
+    whole = interpret(digits_run.model, data.val, "classification", None, data.normalization.apply)
+    listed = interpret(digits_run.model, list(data.val), "classification", None, data.normalization.apply)
+    assert len(whole.targets) == data.val.size == 360
+    assert torch.equal(whole.outputs, listed.outputs) and torch.equal(whole.targets, listed.targets)

@@ -30,7 +30,7 @@ class Normalization:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean.device != x.device:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
-        return (x - self.mean) / self.std
+        return torch.sub(x, self.mean).div_(self.std)  # one new tensor, not two: a batch less of memory
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
