@@ -34,14 +34,25 @@ class OnItsOwnInputs(nn.Module):
     def __init__(self, teacher: nn.Module, student: dict | None, own: dict | None):
         super().__init__()
         self.teacher, self.student, self.own = teacher, student, own
+        self._statistics: dict = {}  # (device, sample shape) -> both normalisations' tensors, made once
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from nbopt.run import normalization_tensors
-        if self.student is not None:
-            mean, std = normalization_tensors(self.student, x)
-            x = x * std.to(x.device) + mean.to(x.device)
-        if self.own is not None:
-            mean, std = normalization_tensors(self.own, x)
-            x = (x - mean.to(x.device)) / std.to(x.device)
+        key = (x.device, x.shape[1:])
+        if key not in self._statistics:
+            self._statistics[key] = (_tensors(self.student, x), _tensors(self.own, x))
+        student, own = self._statistics[key]
+        if student is not None:
+            x = x * student[1] + student[0]
+        if own is not None:
+            x = (x - own[0]) / own[1]
         return self.teacher(x)
+
+
+def _tensors(normalization: dict | None, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A run's normalisation as (mean, std) on x's device, shaped to broadcast over x; None without one."""
+    from nbopt.run import normalization_tensors
+    if normalization is None:
+        return None
+    mean, std = normalization_tensors(normalization, x)
+    return mean.to(x.device), std.to(x.device)
 
