@@ -43,7 +43,8 @@ def configure_from_recipe(module, recipe, epochs: int, lr: float | None = None, 
     return {"optimizer": optimizer, "lr_scheduler": config}
 
 
-_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_train_loss_sum", "_train_batches", "_val_loss_sum", "_val_samples"})
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_train_loss_sum", "_train_batches", "_val_loss_sum",
+                               "_val_samples"})
 
 
 class RecipeModule(OnLightning):
@@ -165,7 +166,7 @@ class RecipeModule(OnLightning):
         values = {"val_loss": self._val_loss_sum / self._val_samples, **scores}
         if self.trainer.world_size > 1:
             self.log_dict(values, sync_dist=True)
-        else:  # what log_dict leaves for callbacks and schedules to read, without its bookkeeping: a twentieth of an epoch
+        else:  # what log_dict leaves for callbacks and schedules, without its bookkeeping: 5% of a small epoch
             self.trainer.callback_metrics.update(values)
         self.val_scores.reset()
         self._val_loss_sum, self._val_samples = None, 0
