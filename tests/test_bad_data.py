@@ -265,6 +265,16 @@ def test_optimizer_arguments_torch_refuses_are_recipe_errors(xy, train, runs_dir
     assert not runs_dir.exists() or not any(runs_dir.iterdir())  # refused before a run folder was made
 
 
+@pytest.mark.parametrize("loss, said", [
+    ("cross_entropy(label_smoothing=2)", "label_smoothing must be between 0.0 and 1.0. Got: 2"),
+    ("huber(delta=0)", "huber_loss does not support non-positive values for delta."),
+])
+def test_loss_arguments_torch_refuses_are_recipe_errors(xy, train, runs_dir, loss, said):
+    refused(train, f"loss (line 4): {loss} cannot be used: torch says '{said}'; give that argument a valid value",
+            {"xy": xy}, RECIPE + f"loss: {loss}\n")
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())  # refused before a run folder was made
+
+
 def test_every_optimizer_with_its_defaults_passes_check():
     from nbopt.recipe import parse_recipe
     from nbopt.techniques.optimizers import OPTIMIZERS

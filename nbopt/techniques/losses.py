@@ -101,7 +101,25 @@ def build_loss(component, task: str, num_classes: int | None, key="loss", line=N
     if task == "regression" and entry.name in CLASSIFICATION_ONLY:
         raise RecipeError(f"{entry.name} is a classification loss but the task is regression; "
                           "use mse, huber or l1", key=key, line=line)
-    return TaskLoss(entry.name, entry.build(**kwargs), task, num_classes, class_weights)
+    loss = TaskLoss(entry.name, entry.build(**kwargs), task, num_classes, class_weights)
+    _try_on_two_samples(loss, component, key, line)
+    return loss
+
+
+def _try_on_two_samples(loss: TaskLoss, component, key: str, line: int | None) -> None:
+    """torch refusing an argument (`label_smoothing=2`) is a RecipeError before training, not a traceback from
+    the first step."""
+    from nbopt.errors import RecipeError, shown
+
+    classes = max(loss.num_classes or 2, 2)
+    outputs, targets = ((torch.zeros(2, classes), torch.tensor([0, 1])) if loss.task == "classification" else
+                        (torch.zeros(2, 1), torch.zeros(2)))
+    try:
+        loss(outputs, targets)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecipeError(f"{component} cannot be used: torch says {shown(reason, 120)}; give that argument a valid "
+                          "value", key=key, line=line) from None
 
 
 def default_loss(task: str) -> str:
