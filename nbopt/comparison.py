@@ -150,33 +150,36 @@ def compare(recipe: str | dict, namespace: dict | None = None, *, repeats: int =
     board = CompareBoard(metric_key, len(plans) * repeats, in_notebook()) if live else None
     tasks = [(repeat, variant) for repeat in range(repeats) for variant in plans]  # the order one job trains in
     runs: dict[tuple[int, str], Run] = {}
-    task_plans: dict[tuple[int, str], Plan] = {}  # a worker's run is loaded with the plan it was trained from
 
-    def plan_of(task) -> Plan:
+    def plan_of(task, ended: dict | None = None) -> Plan:
+        """The task's plan; `ended` (task → folder) holds the teacher's run when a worker process asks."""
         repeat, variant = task
         if not repeat and variant not in teachers:
             return plans[variant]
         mapping, lines = recipes[variant]
         if variant in teachers:  # distil from the teacher variant's run of this seed
-            mapping = _with_teacher(mapping, runs[(repeat, teachers[variant])])
+            teacher = (repeat, teachers[variant])
+            mapping = _with_teacher(mapping, runs[teacher] if teacher in runs else load_run(ended[teacher], namespace))
         return _plan(variant, mapping, lines, namespace, plans[variant].recipe.seed + repeat)
 
     def label(task) -> str:
         return task[1] if repeats == 1 else f"{task[1]} (seed {plans[task[1]].recipe.seed + task[0]})"
 
-    def start(task):
-        task_plans[task] = plan_of(task)
-        return _start(task_plans[task], task[1], repeats, group, resume, namespace)
+    def start(task, ended: dict | None = None):
+        return _start(plan_of(task, ended), task[1], repeats, group, resume, namespace)
 
-    def teacher_done(task, done) -> bool:
-        return task[1] not in teachers or (task[0], teachers[task[1]]) in done
+    def teacher_done(task, ended) -> bool:
+        return task[1] not in teachers or (task[0], teachers[task[1]]) in ended
+
+    def load(task, folder: str) -> Run:  # a plan this process already holds spares checking the recipe again
+        repeat, variant = task
+        return load_run(folder, namespace, plan=plans[variant] if not repeat and variant not in teachers else None)
 
     with group.running(lambda: guard.requested):
         if jobs == 1:
             _train_in_order(tasks, start, label, runs, guard, board, live, listeners)
         else:
-            train_in_workers(tasks, start, teacher_done, lambda task, folder: load_run(folder, namespace,
-                             plan=task_plans[task]), runs, jobs, guard, board, label)
+            train_in_workers(tasks, start, teacher_done, load, runs, jobs, guard, board, label)
     all_runs = {variant: [runs[task] for task in tasks if task[1] == variant and task in runs] for variant in plans}
     comparison = Comparison({k: v for k, v in all_runs.items() if v}, metric_key, interrupted=guard.requested)
     if board:

@@ -1,10 +1,13 @@
-"""``compare --jobs N``: a comparison's runs trained in N forked worker processes at once.
+"""``compare --jobs N``: a comparison's runs trained in N worker processes at once.
 
-Each run is the same ``execute`` of the same plan as with one job, in a process of its own on one
-thread (nbopt._perf.one_thread_after_fork), writing its own run folder. This process starts the runs
-in the order one job would (a distilling variant once its teacher's run of that seed is done), draws
-their curves from their folders' history files while they train, and loads each finished run from
-its folder. Forked workers inherit the notebook's objects, as ``sweep --jobs`` workers do.
+N workers are forked when the comparison starts, and each trains one run after another on one thread
+(nbopt._perf.one_thread_after_fork): a fork per worker rather than per run spares every run the fork
+and the copy-on-write page faults after it, about a fifth of a small run. A worker prepares each run
+it is given (checks the variant's recipe for that seed, builds its model) and trains it with the same
+``execute`` as one job would, into its own run folder. This process hands the runs out in the order
+one job trains them (a distilling variant once its teacher's run of that seed is done), draws their
+curves from their folders' history files while they train, and loads each finished run from its
+folder. Forked workers inherit the notebook's objects, as ``sweep --jobs`` workers do.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from nbopt._perf import one_thread_after_fork
 from nbopt.callbacks.recorder import Listener
 
 POLL_S = 0.2  # how often the folders of running runs are read for the live figure
+EXIT_WAIT_S = 10.0  # how long an idle worker may take to leave once told to
+PARENT_CHECK_S = 1.0  # how often an idle worker checks that the comparison's process is still there
 
 
 class _Announce(Listener):
@@ -32,13 +37,34 @@ class _Announce(Listener):
         self.messages.put((self.task_id, "folder", str(folder.path.resolve())))
 
 
-def _work(train: Callable, task_id: int, messages) -> None:
+def _serve(prepare: Callable, tasks: list, inbox, messages, parent: int) -> None:
+    """A worker: prepare and train each task it is sent, with the folders of the runs done so far, until None.
+
+    Between runs it ignores SIGINT: a stop concerns a run in training, whose own guard hears it (the guard
+    puts this setting back when its run ends), and Ctrl-C in a terminal reaches every process of the group.
+    When the comparison's process is gone (a killed kernel), the run in training finishes and is recorded,
+    and the worker leaves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     one_thread_after_fork()
+    while (item := _next_task(inbox, parent)) is not None:
+        task_id, ended = item
+        try:
+            prepared = prepare(tasks[task_id], ended)
+            run = prepared([_Announce(messages, task_id)]) if callable(prepared) else prepared
+            messages.put((task_id, "done", str(Path(run.folder).resolve())))
+        except BaseException as exc:  # the parent raises it: one job would have
+            messages.put((task_id, "error", f"{type(exc).__name__}: {exc}"))
+
+
+def _next_task(inbox, parent: int):
+    """What the parent sends next; None when it says so or is gone."""
+    while not inbox.poll(PARENT_CHECK_S):
+        if os.getppid() != parent:
+            return None
     try:
-        run = train([_Announce(messages, task_id)])
-        messages.put((task_id, "done", str(Path(run.folder).resolve())))
-    except BaseException as exc:  # the parent raises it: one job would have
-        messages.put((task_id, "error", f"{type(exc).__name__}: {exc}"))
+        return inbox.recv()
+    except EOFError:
+        return None
 
 
 def _history_rows(folder: str) -> list[dict]:
@@ -50,82 +76,114 @@ def _history_rows(folder: str) -> list[dict]:
         return []
 
 
+class _Workers:
+    """The worker processes and what each is doing: `idle` ones wait for a task, `running` maps task → worker."""
+
+    def __init__(self, count: int, prepare: Callable, tasks: list, messages):
+        context = multiprocessing.get_context("fork")
+        pipes = [context.Pipe(duplex=False) for _ in range(count)]  # (worker's end, this process's end)
+        self.inboxes = [sending for _, sending in pipes]
+        self.processes = [context.Process(target=_serve, args=(prepare, tasks, receiving, messages, os.getpid()),
+                                          daemon=True) for receiving, _ in pipes]
+        for process in self.processes:
+            process.start()
+        self.idle, self.running, self.stopped = list(range(count)), {}, set()
+
+    def start(self, task, task_id: int, ended: dict) -> None:
+        worker = self.idle.pop(0)
+        self.inboxes[worker].send((task_id, dict(ended)))
+        self.running[task] = worker
+
+    def ended(self, task) -> None:
+        self.idle.append(self.running.pop(task))
+
+    def dead(self) -> list:
+        """The tasks whose worker is gone without a word (killed)."""
+        return [task for task, worker in self.running.items() if not self.processes[worker].is_alive()]
+
+    def stop(self) -> None:
+        """SIGINT, once a run: each running run stops after its current step and records itself as interrupted."""
+        for task, worker in self.running.items():
+            process = self.processes[worker]
+            if process.is_alive() and task not in self.stopped:
+                self.stopped.add(task)
+                os.kill(process.pid, signal.SIGINT)
+
+    def close(self) -> None:
+        for inbox, process in zip(self.inboxes, self.processes):
+            if process.is_alive():
+                inbox.send(None)
+        for process in self.processes:
+            process.join(EXIT_WAIT_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
 def train_in_workers(tasks: list, prepare: Callable, ready: Callable, load: Callable, done: dict, jobs: int, guard,
                      board, label: Callable) -> None:
     """Train `tasks` in `jobs` workers; `done` gets task → Run for each that ended (all, unless stopped).
 
-    `prepare(task)` gives a Run (nothing to train) or a `train(listeners)` callable for a worker;
-    `ready(task, done)` says whether it may start given the runs done so far; `load(task, folder)` makes
-    the Run of a finished folder, after the next runs have started in the freed workers. A stop (`guard`,
-    Ctrl-C) stops every worker's run after its current step; a run that fails stops the others and
-    raises here, as it would with one job."""
-    context = multiprocessing.get_context("fork")
-    messages = context.Queue()
-    pending, running, folders, finished, stopped = list(tasks), {}, {}, [], set()
+    `prepare(task, ended)` runs in a worker, with `ended` the folders of the runs done so far (task →
+    folder), and gives a Run (nothing to train) or a `train(listeners)` callable; `ready(task, ended)`
+    says whether a task may start given those; `load(task, folder)` makes the Run of a finished folder
+    here, after the next runs have started in the freed workers. A stop (`guard`, Ctrl-C) stops every
+    worker's run after its current step; a run that fails stops the others and raises here, as it
+    would with one job."""
+    messages = multiprocessing.get_context("fork").Queue()
+    pending, folders, finished, ended = list(tasks), {}, [], {}
     failure = None
     guard.arm()  # Ctrl-C asks for a stop, which reaches every worker, instead of raising mid-bookkeeping
+    workers = _Workers(min(jobs, len(tasks)), prepare, tasks, messages)
     try:
-        while (pending and not guard.requested and failure is None) or running:
-            for task in [t for t in pending if ready(t, done)][:max(0, jobs - len(running))]:
+        while (pending and not guard.requested and failure is None) or workers.running:
+            for task in [t for t in pending if ready(t, ended)][:len(workers.idle)]:
                 if guard.requested or failure is not None:
                     break
                 pending.remove(task)
-                prepared = prepare(task)
-                if not callable(prepared):
-                    done[task] = prepared
-                    continue
-                process = context.Process(target=_work, args=(prepared, tasks.index(task), messages),
-                                          daemon=True)
-                process.start()
-                running[task] = process
+                workers.start(task, tasks.index(task), ended)
             while finished:
                 task, folder = finished.pop(0)
                 done[task] = load(task, folder)
-            failure = _collect(messages, tasks, running, folders, finished) or failure
+            failure = _collect(messages, tasks, workers, folders, finished, ended) or failure
             if guard.requested or failure is not None:
-                _stop(running.values(), stopped)
+                workers.stop()
             if board is not None:
-                board.follow({label(t): _history_rows(folders[t]) for t in running if t in folders},
+                board.follow({label(t): _history_rows(folders[t]) for t in workers.running if t in folders},
                              len(done), len(tasks))
     except KeyboardInterrupt:
         guard.request_stop()
-        _stop(running.values(), stopped)
-        while running:
-            _collect(messages, tasks, running, folders, finished)
+        workers.stop()
+        while workers.running:
+            _collect(messages, tasks, workers, folders, finished, ended)
     finally:
         guard.release()
+        workers.close()
     for task, folder in finished:
         done[task] = load(task, folder)
     if failure is not None:
         raise RuntimeError(failure)
 
 
-def _collect(messages, tasks, running, folders, finished: list) -> str | None:
-    """Read the workers' messages for up to POLL_S; a finished run's (task, folder) goes to `finished`.
-    A failure's text, else None."""
-    failure = None
+def _collect(messages, tasks, workers: _Workers, folders, finished: list, ended: dict) -> str | None:
+    """Read the workers' messages for up to POLL_S; a finished run's (task, folder) goes to `finished` and
+    `ended`. A failure's text, else None."""
     try:
         task_id, kind, value = messages.get(timeout=POLL_S)
     except queues.Empty:
-        for task, process in list(running.items()):
-            if not process.is_alive() and messages.empty():  # killed before it could say anything
-                running.pop(task).join()
-                failure = f"the worker training {task} died (exit code {process.exitcode})"
+        failure = None
+        for task in workers.dead():
+            if messages.empty():  # killed before it could say anything
+                worker = workers.running.pop(task)
+                failure = f"the worker training {task} died (exit code {workers.processes[worker].exitcode})"
         return failure
     task = tasks[task_id]
     if kind == "folder":
         folders[task] = value
         return None
-    running.pop(task).join()
+    workers.ended(task)
     if kind == "error":
         return value
     finished.append((task, value))
+    ended[task] = value
     return None
-
-
-def _stop(processes, stopped: set) -> None:
-    """SIGINT, once: each worker's run stops after its current step and records itself as interrupted."""
-    for process in processes:
-        if process.is_alive() and process.pid not in stopped:
-            stopped.add(process.pid)
-            os.kill(process.pid, signal.SIGINT)

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -30,6 +35,53 @@ def test_two_jobs_give_what_one_job_gives_distillation_included(runs_dir):
     assert [name for name in run_folders(runs_dir) if name.startswith("two/")] == [
         f"two/{variant}-seed{seed}" for variant in ("adam", "sgd", "student") for seed in (0, 1)]
     assert json.loads((runs_dir / "two" / "group.json").read_text())["status"] == "finished"
+
+
+def _pids(runs_dir, group: str) -> dict[str, int]:
+    """Run name → the process that trained it (run.json records it)."""
+    return {path.parent.name: json.loads(path.read_text())["pid"] for path in runs_dir.glob(f"{group}/*/run.json")}
+
+
+def test_each_worker_trains_one_run_after_another(runs_dir):
+    nbopt.compare(TINY + "variants:\n  a: {}\n  b: {optimizer: sgd}\n", {}, repeats=3, jobs=2, name="few",
+                  live=False)
+    pids = _pids(runs_dir, "few")
+    assert len(pids) == 6 and len(set(pids.values())) == 2 and os.getpid() not in pids.values(), pids
+
+
+def test_workers_of_a_killed_comparison_finish_their_runs_and_leave(runs_dir, tmp_path):
+    """A kernel killed mid-comparison: each worker records the run it was training, starts no other, and exits."""
+    script = textwrap.dedent(f"""
+        import nbopt
+        recipe = {TINY.replace("epochs: 3", "epochs: 40")!r} + "variants:\\n  a: {{}}\\n  b: {{}}\\n  c: {{}}\\n"
+        nbopt.compare(recipe, {{}}, jobs=2, name="orphans", live=False)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "NBOPT_RUNS_DIR": str(runs_dir)})
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(runs_dir.glob("orphans/*/history.csv"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(parent.pid, signal.SIGKILL)
+    finally:
+        parent.wait()
+    workers = set(_pids(runs_dir, "orphans").values())
+    assert len(workers) == 2 and parent.pid not in workers
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "the workers outlived their comparison"
+    statuses = {name: json.loads((runs_dir / "orphans" / name / "run.json").read_text())["status"]
+                for name in _pids(runs_dir, "orphans")}
+    assert statuses == {"a": "finished", "b": "finished"}, statuses  # c never started
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie (exited, not yet reaped) counts as gone
+        return stat.read().split(") ")[-1][0] != "Z"
 
 
 def test_a_stop_reaches_every_worker_and_keeps_what_they_trained(runs_dir):
