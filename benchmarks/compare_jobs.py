@@ -8,8 +8,8 @@ three variants, each trained with 3 seeds (``repeats=3``), i.e. 9 runs:
     adamw   optimizer: adamw
 
 It runs as ``nbopt.compare(recipe, {}, repeats=3, jobs=N, live=False)`` with N = 1 (the runs one after
-the other in the calling process) and N = 2 (two forked worker processes at a time, each with one
-thread, as nbopt runs every forked worker). Nine runs of about equal length take at
+the other in the calling process) and N = 2 (two forked worker processes, each training one run after
+another on one thread, as nbopt runs every forked worker). Nine runs of about equal length take at
 best five run-lengths on two workers, so 9/5 = 1.8× is this workload's ceiling.
 
 Each measurement is a fresh Python process (this script with ``--child``), so that both settings

@@ -2,7 +2,8 @@
 
 N workers are forked when the comparison starts, and each trains one run after another on one thread
 (nbopt._perf.one_thread_after_fork): a fork per worker rather than per run spares every run the fork
-and the copy-on-write page faults after it, about a fifth of a small run. A worker prepares each run
+and the copy-on-write page faults after it (benchmarks/compare_jobs.py: 1.17× → 1.46× the speed of
+one job on 2 cores, for runs of a fifth of a second). A worker prepares each run
 it is given (checks the variant's recipe for that seed, builds its model) and trains it with the same
 ``execute`` as one job would, into its own run folder. This process hands the runs out in the order
 one job trains them (a distilling variant once its teacher's run of that seed is done), draws their
