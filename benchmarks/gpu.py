@@ -26,7 +26,8 @@ Same model, weights and data. The model is nbopt's ``resnet`` as ``nbopt.check(r
 take the training and validation split of that plan, normalised once up front with nbopt's
 training-split statistics (nbopt normalises each batch on the GPU, after augmentation; in (a) and (b)
 the crop's padding therefore fills with the mean colour, not black, which costs nothing). Every
-variant validates once per epoch, in batches 4× the training batch as nbopt does, and prints its last
+variant validates once per epoch, in nbopt's validation batches (4× the training batch up to 4 MB of
+inputs, never fewer rows than a training batch), and prints its last
 validation accuracy as a sanity check. The script checks that nbopt's own plan has the same
 initial weights and split.
 
@@ -184,11 +185,14 @@ def run_raw(plan, args, device, augment: bool, seed: int) -> dict:
     """(a): the loop someone writes for speed, with the data on the GPU from the start."""
     import torch
     import torch.nn.functional as F
+
+    from nbopt.data.resolve import eval_batch_size
     x, y, vx, vy = (t.to(device) for t in split_tensors(plan))
     net = copy.deepcopy(plan.model.net).to(device, memory_format=torch.channels_last)
     augmenter = kornia_pipeline().to(device) if augment else None
     mixed = args.precision == "bf16-mixed"
     batch, n = args.batch_size, len(x)
+    val_batch = eval_batch_size(batch, vx.shape[1:])  # nbopt's validation batches
     torch.manual_seed(seed)
     sync(device)
     started = time.perf_counter()
@@ -216,9 +220,9 @@ def run_raw(plan, args, device, augment: bool, seed: int) -> dict:
         net.eval()
         correct = torch.zeros((), device=device, dtype=torch.long)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
-            for start in range(0, len(vx), 4 * batch):
-                out = net(vx[start:start + 4 * batch].contiguous(memory_format=torch.channels_last))
-                correct += (out.argmax(1) == vy[start:start + 4 * batch]).sum()
+            for start in range(0, len(vx), val_batch):
+                out = net(vx[start:start + val_batch].contiguous(memory_format=torch.channels_last))
+                correct += (out.argmax(1) == vy[start:start + val_batch]).sum()
         accuracy = int(correct) / len(vx)
         epoch_s.append(time.perf_counter() - epoch_start)
     fit_s = time.perf_counter() - started
@@ -233,12 +237,13 @@ def run_lightning(plan, args, device, augment: bool, seed: int, root: str) -> di
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
+    from nbopt.data.resolve import eval_batch_size
     x, y, vx, vy = split_tensors(plan)
     torch.manual_seed(seed)
     model = plain_classifier(pl, copy.deepcopy(plan.model.net), lambda parameters: torch.optim.AdamW(
         parameters, lr=args.lr, weight_decay=args.weight_decay), kornia_pipeline() if augment else None)
     train_loader = DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=True)
-    val_loader = DataLoader(TensorDataset(vx, vy), batch_size=4 * args.batch_size)
+    val_loader = DataLoader(TensorDataset(vx, vy), batch_size=eval_batch_size(args.batch_size, vx.shape[1:]))
     timer = epoch_timer(pl)
     started = time.perf_counter()
     trainer = pl.Trainer(accelerator=device.type if device.type == "cpu" else "gpu", devices=1,

@@ -114,6 +114,19 @@ def test_training_on_200_mb_of_uint8_pixels_takes_far_less_than_a_copy():
     assert max(shares) < 0.5, shares
 
 
+@pytest.mark.parametrize("shape, batch_size, expected", [
+    ((64,), 64, 256),            # small rows: four training batches
+    ((3, 32, 32), 256, 341),     # 12 KB images: 4 MB of them
+    ((3, 224, 224), 64, 64),     # 0.6 MB images: never fewer rows than a training batch
+])
+def test_validation_batches_hold_four_training_batches_up_to_4_mb(check, shape, batch_size, expected):
+    x = np.zeros((400, *shape), dtype=np.uint8)
+    y = np.arange(400) % 2
+    plan = check(f"model: mlp\ndata: xy\nbatch_size: {batch_size}\nnormalize: none\n", {"xy": (x, y)})
+    assert plan.data.val.batch_size == expected
+    assert plan.data.train.batch_size == batch_size
+
+
 # -- normalisation statistics in chunks -------------------------------------------------------------
 
 def _whole_array_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

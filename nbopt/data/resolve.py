@@ -8,6 +8,7 @@ caller's arrays (no copy of the rows); loaders are used as given.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -319,6 +320,15 @@ def _size(loader) -> int:
 
 
 EVAL_BATCH_FACTOR = 4
+EVAL_BATCH_BYTES = 4 * 2**20  # a validation batch's inputs, as float32, beyond a training batch's rows
+
+
+def eval_batch_size(batch_size: int, sample_shape) -> int:
+    """Rows per validation and test batch: EVAL_BATCH_FACTOR training batches, as long as their inputs take at
+    most EVAL_BATCH_BYTES as float32, and never fewer rows than a training batch. A pass holds two or three
+    batches at a time, so large images (a 224×224 RGB image is 0.6 MB) would otherwise hold hundreds of MB."""
+    row_bytes = 4 * math.prod(sample_shape)
+    return max(batch_size, min(batch_size * EVAL_BATCH_FACTOR, EVAL_BATCH_BYTES // max(row_bytes, 1)))
 
 
 def _class_counts(y: torch.Tensor, task: str, num_classes: int | None) -> list[int] | None:
@@ -332,11 +342,11 @@ def _batches(split: str, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | 
     Each over the rows `rows` of x and y (all when None).
 
     Evaluation keeps no activations for a backward pass, so four times the training batch fits in
-    about the same memory, and fewer batches cost less per sample. Metrics do not depend on it:
-    losses are averaged per sample and BatchNorm uses its running statistics.
+    about the same memory, and fewer batches cost less per sample (up to a size: `eval_batch_size`).
+    Metrics do not depend on it: losses are averaged per sample and BatchNorm uses its running statistics.
     """
     if split == "train":
         oversample = recipe.balance == "oversample" and task == "classification"  # regression: refused by check
         draws = balanced_draws(y if rows is None else y[rows]) if oversample else None
         return kind(x, y, recipe.batch_size, True, recipe.seed, draws, rows=rows)
-    return kind(x, y, recipe.batch_size * EVAL_BATCH_FACTOR, False, recipe.seed, rows=rows)
+    return kind(x, y, eval_batch_size(recipe.batch_size, x.shape[1:]), False, recipe.seed, rows=rows)
