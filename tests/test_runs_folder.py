@@ -204,15 +204,17 @@ def test_writes_left_to_the_writer_thread_keep_their_order_and_only_the_newest_o
 
 def test_quick_writes_go_to_disk_at_most_every_half_second_and_settle_writes_the_newest_at_once(tmp_path):
     folder, written = RunFolder(tmp_path), []
+    started = time.monotonic()
     for epoch in range(1, 61):  # 0.6 s of 10 ms epochs
         folder.write_later("history.csv", lambda epoch=epoch: written.append((epoch, time.monotonic())))
         time.sleep(0.01)
     settled = time.monotonic()
     folder.settle()
     epochs, times = [epoch for epoch, _ in written], [at for _, at in written]
-    assert epochs == sorted(epochs) and epochs[-1] == 60 and len(epochs) <= 4, epochs
+    assert epochs == sorted(epochs) and epochs[-1] == 60, epochs
+    assert len(epochs) <= (settled - started) / 0.5 + 2, epochs  # one at once, one a half-second, settle's
     assert all(later - earlier >= 0.49 for earlier, later in zip(times, times[1:-1]))  # the writes before settle's
-    assert times[-1] - settled < 0.2  # settle does not wait for the half-second to pass
+    assert times[-1] - settled < 0.4  # settle does not wait for the half-second to pass
 
 
 def test_a_run_of_short_epochs_writes_its_history_a_few_times_not_once_an_epoch(train, runs_dir, monkeypatch):
