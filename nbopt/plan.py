@@ -31,7 +31,7 @@ from nbopt.stages import describe
 from nbopt.techniques.augment import MIXING, check_augment
 from nbopt.techniques.balance import class_weights, describe_balance, describe_counts
 from nbopt.techniques.distill import OnItsOwnInputs
-from nbopt.techniques.losses import build_loss, default_loss
+from nbopt.techniques.losses import check_loss, default_loss
 from nbopt.techniques.schedulers import monitors
 from nbopt.techniques.scores import check_task, not_reported_hint, score_keys
 from nbopt.techniques.surgery import apply_surgery
@@ -178,7 +178,7 @@ def check(recipe: str | dict | Recipe, namespace: dict | None = None, *, interac
     data = resolve_data(data_ref, recipe)
     model = build_model(model_ref, data.input_shape, data.num_outputs, recipe.seed, recipe.line("model"))
     loss = recipe.loss or Component(default_loss(data.task))
-    build_loss(loss, data.task, data.num_classes, "loss", recipe.line("loss"))
+    check_loss(loss, data.task, data.num_classes, "loss", recipe.line("loss"))
     check_augment(recipe.augment, data.input_shape, data.task, recipe.line("augment"))
     if model.is_lightning and recipe.distill:
         raise RecipeError("distillation replaces the training loss, which your own LightningModule defines; "

@@ -101,16 +101,15 @@ def build_loss(component, task: str, num_classes: int | None, key="loss", line=N
     if task == "regression" and entry.name in CLASSIFICATION_ONLY:
         raise RecipeError(f"{entry.name} is a classification loss but the task is regression; "
                           "use mse, huber or l1", key=key, line=line)
-    loss = TaskLoss(entry.name, entry.build(**kwargs), task, num_classes, class_weights)
-    _try_on_two_samples(loss, component, key, line)
-    return loss
+    return TaskLoss(entry.name, entry.build(**kwargs), task, num_classes, class_weights)
 
 
-def _try_on_two_samples(loss: TaskLoss, component, key: str, line: int | None) -> None:
-    """torch refusing an argument (`label_smoothing=2`) is a RecipeError before training, not a traceback from
-    the first step."""
+def check_loss(component, task: str, num_classes: int | None, key: str = "loss", line: int | None = None) -> None:
+    """Build the loss and try it on two samples, so that torch refusing an argument (`label_smoothing=2`) is a
+    RecipeError before training, not a traceback from the first step."""
     from nbopt.errors import RecipeError, shown
 
+    loss = build_loss(component, task, num_classes, key, line)
     classes = max(loss.num_classes or 2, 2)
     outputs, targets = ((torch.zeros(2, classes), torch.tensor([0, 1])) if loss.task == "classification" else
                         (torch.zeros(2, 1), torch.zeros(2)))
