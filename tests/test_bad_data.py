@@ -267,6 +267,7 @@ def test_optimizer_arguments_torch_refuses_are_recipe_errors(xy, train, runs_dir
 
 @pytest.mark.parametrize("loss, said", [
     ("cross_entropy(label_smoothing=2)", "label_smoothing must be between 0.0 and 1.0. Got: 2"),
+    ("cross_entropy(label_smoothing=-0.1)", "label_smoothing must be between 0.0 and 1.0. Got: -0.1"),
     ("huber(delta=0)", "huber_loss does not support non-positive values for delta."),
 ])
 def test_loss_arguments_torch_refuses_are_recipe_errors(xy, train, runs_dir, loss, said):

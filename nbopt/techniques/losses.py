@@ -65,6 +65,8 @@ def _with_own_mean(fn):
 
 @LOSSES.register("cross_entropy", "softmax cross-entropy (classification); label_smoothing softens the targets")
 def cross_entropy(label_smoothing: float = 0.0):
+    if not 0.0 <= label_smoothing <= 1.0:  # torch refuses above 1 only when called, and takes below 0 silently
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     return functools.partial(F.cross_entropy, label_smoothing=label_smoothing, reduction="none")
 
 
@@ -109,12 +111,13 @@ def check_loss(component, task: str, num_classes: int | None, key: str = "loss",
     RecipeError before training, not a traceback from the first step."""
     from nbopt.errors import RecipeError, shown
 
-    loss = build_loss(component, task, num_classes, key, line)
-    classes = max(loss.num_classes or 2, 2)
-    outputs, targets = ((torch.zeros(2, classes), torch.tensor([0, 1])) if loss.task == "classification" else
+    classes = max(num_classes or 2, 2)
+    outputs, targets = ((torch.zeros(2, classes), torch.tensor([0, 1])) if task == "classification" else
                         (torch.zeros(2, 1), torch.zeros(2)))
     try:
-        loss(outputs, targets)
+        build_loss(component, task, num_classes, key, line)(outputs, targets)
+    except RecipeError:
+        raise
     except (ValueError, TypeError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RecipeError(f"{component} cannot be used: torch says {shown(reason, 120)}; give that argument a valid "
