@@ -174,7 +174,7 @@ def main(argv=None) -> int:
             for jobs in settings if rnd % 2 == 0 else settings[::-1]:
                 m = measure(jobs, args, tmp / f"round{rnd + 1}-jobs{jobs}")
                 found[jobs].append(m)
-                print(f"  round {rnd + 1}/{args.rounds} jobs={jobs}: compare {m['wall_s']:6.1f} s, process "
+                print(f"  round {rnd + 1}/{args.rounds} jobs={jobs}: compare {m['wall_s']:6.2f} s, process "
                       f"{m['process_s']:6.1f} s, other processes {m['others']:.2f} cores", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     print(f"\ntorch {first['torch']}; medians of {args.rounds} round(s)\n")
     stats = {jobs: {key: statistics.median(m[key] for m in ms) for key in ("wall_s", "process_s", "others")}
              for jobs, ms in found.items()}
-    rows = [(f"jobs={jobs}", f"{s['wall_s']:.1f}", f"{s['process_s']:.1f}", f"{runs / s['wall_s'] * 60:.1f}",
+    rows = [(f"jobs={jobs}", f"{s['wall_s']:.2f}", f"{s['process_s']:.1f}", f"{runs / s['wall_s'] * 60:.1f}",
              f"{s['others']:.2f}") for jobs, s in stats.items()]
     print(markdown_table(("setting", "compare s", "process s", "runs/min", "others (cores)"), rows))
     speedup = stats[1]["wall_s"] / stats[args.jobs]["wall_s"]

@@ -99,6 +99,22 @@ def threads_for(model, sample, batch_size: int) -> int | None:
     return 1
 
 
+@contextlib.contextmanager
+def one_thread_while_workers_train():
+    """This process's torch work on one intra-op thread while its forked workers hold every core.
+
+    An OpenMP team whose threads find no free core spins and waits its turn: loading a finished run
+    (checking its recipe, about 3 ms) took 120-150 ms in a comparison's process while two workers
+    trained, and held the next run back as long."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def one_thread_after_fork() -> None:
     """A forked worker (compare and sweep `--jobs`) trains on one intra-op thread.
 

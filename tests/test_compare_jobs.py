@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+import torch
 from conftest import run_folders
 from test_resume import same_run
 from torch import nn
@@ -119,9 +120,24 @@ class FailsInTraining(nn.Module):
 
 def test_a_run_that_fails_in_a_worker_fails_the_comparison(runs_dir):
     recipe = TINY.replace("model: mlp(hidden=[16])\n", "") + "variants:\n  fine: {model: 'mlp'}\n  bad: {model: net}\n"
+    threads = torch.get_num_threads()
     with pytest.raises(RuntimeError, match=r"^ValueError: boom in forward$"):
         nbopt.compare(recipe, {"net": FailsInTraining()}, jobs=2, name="failing", live=False)
     assert nbopt.runs().loc["failing", "status"] == "failed"
+    assert torch.get_num_threads() == threads, "the comparison's process keeps the user's thread count"
+
+
+def test_a_worker_killed_mid_run_fails_the_comparison_and_says_so(runs_dir):
+    def kill_a_worker_once_it_trains():
+        while not (found := list(runs_dir.glob("killed/*/history.csv"))):
+            time.sleep(0.05)
+        os.kill(json.loads((found[0].parent / "run.json").read_text())["pid"], signal.SIGKILL)
+
+    threading.Thread(target=kill_a_worker_once_it_trains, daemon=True).start()
+    long = TINY.replace("epochs: 3", "epochs: 100000")
+    with pytest.raises(RuntimeError, match=r"^the worker training [ab] died \(killed by SIGKILL\)$"):
+        nbopt.compare(long + "variants:\n  a: {}\n  b: {}\n", {}, jobs=2, name="killed", live=False)
+    assert nbopt.runs().loc["killed", "status"] == "failed"
 
 
 def test_jobs_must_be_positive_and_leave_devices_alone(runs_dir):

@@ -53,6 +53,19 @@ def test_sklearn_builtins_resolve_with_shapes_classes_and_splits(name, check):
     assert data.in_memory and data.test is None
 
 
+@pytest.mark.parametrize("name", sorted(SKLEARN))
+def test_a_builtin_read_twice_gives_the_file_values_in_tensors_of_its_own(name):
+    """The scikit-learn sets are read once a process; changing one run's tensors must not reach the next."""
+    from nbopt.data import builtin
+    first = getattr(builtin, name)()
+    first.x.add_(1000.0)
+    first.y.fill_(-1)
+    second = getattr(builtin, name)()
+    source = SKLEARN[name]()
+    assert torch.equal(second.x.reshape(len(source.data), -1), torch.as_tensor(source.data, dtype=torch.float32))
+    assert torch.equal(second.y, torch.as_tensor(source.target))
+
+
 def test_synthetic_builtin_takes_its_arguments(check):
     plan = plan_for(check, "synthetic(n=300, shape=[2, 4, 4], classes=3)")
     d = plan.data
