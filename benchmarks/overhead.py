@@ -1,7 +1,7 @@
 """How much does nbopt cost over a hand-written loop and over plain Lightning?
 
 Trains the same model on the same data with the same optimizer (Adam, lr 1e-3), batch size and
-number of epochs four ways, alternating, for several rounds, and prints median samples/second:
+number of epochs several ways, alternating, for several rounds, and prints median samples/second:
 
   (a)  a hand-written PyTorch loop over in-memory tensors (shuffled index batches), run the way
        people run it: in a process where nbopt never ran, so glibc's allocator is untuned
@@ -13,6 +13,8 @@ number of epochs four ways, alternating, for several rounds, and prints median s
   (cn) nbopt.train(recipe) in a real IPython kernel, i.e. live output in notebook mode (status
        line and figure updated through display handles and sent over ZMQ to this script)
   (d)  nbopt.train(recipe, live=False)
+  (dn) (d) in the kernel of (cn): (cn)/(dn) is what the notebook display itself costs, (dn)/(d) what
+       running inside a kernel costs (its threads wake for heartbeats and messages)
   (c1) (c) with `checkpoint_every: 1` instead of the default `auto` (only with --checkpoint-cost):
        what writing last.ckpt after every epoch costs
 
@@ -81,9 +83,11 @@ VARIANTS = {
     "c": "(c)  nbopt, live (terminal)",
     "cn": "(cn) nbopt, live (notebook)",
     "d": "(d)  nbopt, live=False",
+    "dn": "(dn) nbopt, live=False, kernel",
     "c1": "(c1) nbopt, ckpt every epoch",
 }
-WORKER_OF = {"a": "fresh", "b": "fresh", "a*": "nbopt", "c": "nbopt", "d": "nbopt", "cn": "kernel", "c1": "nbopt"}
+WORKER_OF = {"a": "fresh", "b": "fresh", "a*": "nbopt", "c": "nbopt", "d": "nbopt", "cn": "kernel", "dn": "kernel",
+             "c1": "nbopt"}
 
 
 def make_recipe(workload: str, epochs: int, seed: int, warmup: bool = False) -> str:
@@ -225,7 +229,7 @@ def run_lightning(workload: str, epochs: int, seed: int, root: str, warmup: bool
 
 
 def run_nbopt(workload: str, epochs: int, seed: int, live: bool, warmup: bool = False, extra: str = "") -> dict:
-    """(c), (c1), (d) and, inside a kernel, (cn). Fit time is nbopt's own: the wall time of trainer.fit."""
+    """(c), (c1), (d) and, inside a kernel, (cn) and (dn). Fit time is nbopt's own: the wall time of trainer.fit."""
     import nbopt
     recipe = make_recipe(workload, epochs, seed, warmup) + extra
     with Meter() as meter:
@@ -365,7 +369,7 @@ class KernelWorker:
         return self.info
 
     def run(self, variant, workload, epochs, seed, root, warmup=False) -> dict:
-        code = (f"_r = _bench.run_nbopt({workload!r}, {epochs}, {seed}, live=True, warmup={warmup}); "
+        code = (f"_r = _bench.run_nbopt({workload!r}, {epochs}, {seed}, live={variant == 'cn'}, warmup={warmup}); "
                 f"_r['tuned'] = __import__('nbopt._perf')._perf._tuned; print('@@' + json.dumps(_r))")
         try:
             text, updates = self._execute(code)
@@ -411,7 +415,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workloads", default="W1,W2", help="comma-separated subset of W1,W2")
     parser.add_argument("--w1-epochs", type=int, default=None, help="epochs for W1 (default 20; 10 with --quick)")
     parser.add_argument("--w2-epochs", type=int, default=1, help="epochs for W2 (default 1)")
-    parser.add_argument("--no-notebook", action="store_true", help="skip (cn), the run inside an IPython kernel")
+    parser.add_argument("--no-notebook", action="store_true", help="skip (cn) and (dn), the runs in an IPython kernel")
     parser.add_argument("--checkpoint-cost", action="store_true",
                         help="add (c1), nbopt writing last.ckpt after every epoch instead of checkpoint_every: auto")
     parser.add_argument("--no-tuned-raw", action="store_true", help="skip (a*), the raw loop with nbopt's allocator")
@@ -430,7 +434,7 @@ def main(argv=None) -> int:
     retries = args.retries if args.retries is not None else (0 if args.quick else 1)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     epochs_of = {"W1": w1_epochs, "W2": args.w2_epochs}
-    variants = [v for v in VARIANTS if not (v == "cn" and args.no_notebook) and not (v == "a*" and args.no_tuned_raw)
+    variants = [v for v in VARIANTS if not (v in ("cn", "dn") and args.no_notebook) and not (v == "a*" and args.no_tuned_raw)
                 and not (v == "c1" and not args.checkpoint_cost)]
 
     tmp = tempfile.mkdtemp(prefix="nbopt-bench-")
@@ -441,12 +445,12 @@ def main(argv=None) -> int:
         workers["fresh"] = Worker("fresh", runs_dir, args.threads)
         if any(WORKER_OF[v] == "nbopt" for v in variants):
             workers["nbopt"] = Worker("nbopt", runs_dir, args.threads)
-        if "cn" in variants:
+        if "cn" in variants or "dn" in variants:
             try:
                 workers["kernel"] = KernelWorker(runs_dir, args.threads)
             except Exception as exc:  # no ipykernel / jupyter_client: measure the rest
-                print(f"note: no IPython kernel could be started ({exc}); skipping (cn)")
-                variants.remove("cn")
+                print(f"note: no IPython kernel could be started ({exc}); skipping (cn) and (dn)")
+                variants = [v for v in variants if v not in ("cn", "dn")]
         infos = {kind: w.ready() for kind, w in workers.items()}
         if "kernel" in infos and not infos["kernel"].get("notebook"):
             print("note: nbopt does not see a notebook inside the kernel; (cn) measures terminal mode")
@@ -523,8 +527,8 @@ def print_table(workload: str, stats: dict, raw: dict, epochs: int, rounds: int)
     def ratio(x, y, key):
         return stats[x][key] / stats[y][key] if x in stats and y in stats else math.nan
 
-    pairs = [("c", "a"), ("c", "b"), ("c", "d"), ("d", "a"), ("cn", "a"), ("cn", "d"), ("a*", "a"), ("c", "a*"),
-             ("c1", "c")]
+    pairs = [("c", "a"), ("c", "b"), ("c", "d"), ("d", "a"), ("cn", "a"), ("cn", "d"), ("cn", "dn"), ("dn", "d"),
+             ("a*", "a"), ("c", "a*"), ("c1", "c")]
     print("  ratios (fit / epoch):  " + "   ".join(
         f"{x}/{y} {ratio(x, y, 'fit'):.2f}/{ratio(x, y, 'epoch'):.2f}" for x, y in pairs if x in stats and y in stats))
     if any(s["clean"] < len(raw[v]) for v, s in stats.items()):
