@@ -33,7 +33,7 @@ from nbopt.stages import Fit
 from nbopt.step_chunks import StepChunks
 from nbopt.store import RunFolder
 
-FORKED_STRATEGIES = ("ddp_notebook", "ddp_spawn")
+FORKED_STRATEGIES = ("ddp_notebook",)
 WATCH_INTERVAL_S = 0.25  # how often the kernel reads the workers' records: live epochs, quick stops
 
 

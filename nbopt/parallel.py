@@ -63,6 +63,10 @@ def preflight(recipe, interactive: bool) -> None:
     if recipe.strategy not in STRATEGIES:
         from nbopt.errors import unknown_name_message
         raise RecipeError(unknown_name_message("strategy", recipe.strategy, STRATEGIES), key="strategy", line=line)
+    if recipe.strategy == "ddp_spawn":
+        raise RecipeError("ddp_spawn pickles the whole Trainer into new processes, and a run's live callbacks "
+                          "cannot be pickled; use strategy: ddp, which forks a notebook's kernel and starts one "
+                          "process per device from `nbopt run`", key="strategy", line=line)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if recipe.strategy == "fsdp" and not gpus:
         raise RecipeError("fsdp shards the model across GPUs and Lightning runs it on GPUs only; this machine has "

@@ -262,6 +262,9 @@ BASE = "model: cnn(width=8)\ndata: synthetic(n=200, shape=[1, 16, 16], classes=4
      r"fsdp shards the model across GPUs and Lightning runs it on GPUs only; this machine has none — "
      r"use strategy: ddp on CPU"),
     ("strategy: deepspeed\n", "strategy", 3, r"deepspeed needs GPUs; this machine has none — use strategy: ddp on CPU"),
+    ("devices: 2\nstrategy: ddp_spawn\n", "strategy", 4,
+     r"ddp_spawn pickles the whole Trainer into new processes, and a run's live callbacks cannot be pickled; use "
+     r"strategy: ddp, which forks a notebook's kernel and starts one process per device from `nbopt run`"),
     ("devices: 2\nstrategy: dpp\n", "strategy", 4, r"unknown strategy 'dpp' — did you mean 'ddp'\?"),
     ("devices: 2\nstrategy: ddp_notebok\n", "strategy", 4,
      r"unknown strategy 'ddp_notebok' — did you mean 'ddp_notebook'\?"),
