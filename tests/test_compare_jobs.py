@@ -54,7 +54,7 @@ def test_workers_of_a_killed_comparison_finish_their_runs_and_leave(runs_dir, tm
     """A kernel killed mid-comparison: each worker records the run it was training, starts no other, and exits."""
     script = textwrap.dedent(f"""
         import nbopt
-        recipe = {TINY.replace("epochs: 3", "epochs: 200")!r} + "variants:\\n  a: {{}}\\n  b: {{}}\\n  c: {{}}\\n"
+        recipe = {TINY.replace("epochs: 3", "epochs: 2000")!r} + "variants:\\n  a: {{}}\\n  b: {{}}\\n  c: {{}}\\n"
         nbopt.compare(recipe, {{}}, jobs=2, name="orphans", live=False)
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "NBOPT_RUNS_DIR": str(runs_dir)})

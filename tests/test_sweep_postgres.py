@@ -218,10 +218,12 @@ def test_a_wrong_password_is_a_recipe_error_that_does_not_show_it(postgres, tmp_
     assert result.stderr.startswith("nbopt: cannot open the sweep storage ") and "Traceback" not in result.stderr
 
 
-SLOW_RECIPE = """\
+EPOCHS = 6  # the kill must land between the first epoch and the last (about 0.3 s each): a loaded machine polls late
+
+SLOW_RECIPE = f"""\
 model: mlp(hidden=[64, 64])
 data: synthetic(n=12000, shape=[64], classes=4)
-epochs: 3
+epochs: {EPOCHS}
 batch_size: 16
 checkpoint_every: 1
 optimizer: sgd(lr=0.05)
@@ -290,12 +292,15 @@ def test_a_worker_killed_mid_trial_loses_nothing_and_its_trial_resumes_from_its_
     assert sorted(t.params["optimizer.lr"] for t in complete) == [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
     assert [t.number for t in study.trials if t.state == TrialState.FAIL] == [killed.number]
     resumed = [t for t in complete if t.user_attrs["run_folder"] == killed.user_attrs["run_folder"]]
-    assert len(resumed) == 1 and resumed[0].params == killed.params, "the killed trial went on in its own run"
+    victim_run = Path(killed.user_attrs["run_folder"]) / "run.json"
+    assert len(resumed) == 1 and resumed[0].params == killed.params, (
+        f"the killed trial went on in its own run; its folder says {victim_run.read_text()}; the workers said "
+        + "\n".join(err[-2000:] for _, err in outputs))
     folder = Path(killed.user_attrs["run_folder"])
     status = json.loads((folder / "run.json").read_text())
     assert status["status"] == "finished" and "resumed" in status
     history = pd.read_csv(folder / "history.csv")
-    assert list(history["epoch"]) == [1, 2, 3], "one history: the epochs before the kill and those after"
-    assert resumed[0].intermediate_values.keys() == {1, 2, 3}, "the pruner sees every epoch of the resumed trial"
+    assert list(history["epoch"]) == list(range(1, EPOCHS + 1)), "one history: the epochs before the kill and after"
+    assert resumed[0].intermediate_values.keys() == set(range(1, EPOCHS + 1)), "the pruner sees every epoch"
     runs = run_folders(tmp_path / "runs")
     assert len(runs) == 6, f"no run folder for the restart of the killed trial: {runs}"
