@@ -14,7 +14,7 @@ number of epochs several ways, alternating, for several rounds, and prints media
        line and figure updated through display handles and sent over ZMQ to this script)
   (d)  nbopt.train(recipe, live=False)
   (dn) (d) in the kernel of (cn): (cn)/(dn) is what the notebook display itself costs, (dn)/(d) what
-       running inside a kernel costs (its threads wake for heartbeats and messages)
+       running inside a kernel process costs
   (c1) (c) with `checkpoint_every: 1` instead of the default `auto` (only with --checkpoint-cost):
        what writing last.ckpt after every epoch costs
 
@@ -434,8 +434,8 @@ def main(argv=None) -> int:
     retries = args.retries if args.retries is not None else (0 if args.quick else 1)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     epochs_of = {"W1": w1_epochs, "W2": args.w2_epochs}
-    variants = [v for v in VARIANTS if not (v in ("cn", "dn") and args.no_notebook) and not (v == "a*" and args.no_tuned_raw)
-                and not (v == "c1" and not args.checkpoint_cost)]
+    variants = [v for v in VARIANTS if not (v in ("cn", "dn") and args.no_notebook)
+                and not (v == "a*" and args.no_tuned_raw) and not (v == "c1" and not args.checkpoint_cost)]
 
     tmp = tempfile.mkdtemp(prefix="nbopt-bench-")
     runs_dir, lightning_dir = os.path.join(tmp, "runs"), os.path.join(tmp, "lightning")
