@@ -207,7 +207,9 @@ def test_placed_batches_are_made_on_the_device_and_unplaced_ones_as_before():
     placed = list(batches)
     assert [(bx.device.type, bx.dtype, tuple(bx.shape), by.device.type) for bx, by in placed] == \
            [("meta", torch.float32, (8, 3), "meta"), ("meta", torch.float32, (7, 3), "meta")]
+    assert [index.device.type for index in batches.positions()] == ["meta", "meta"]  # one move a pass, not a step
     batches.unplace()
+    assert [index.device.type for index in batches.positions()] == ["cpu", "cpu"]
     after = list(batches)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(before, after))
     assert torch.equal(before[0][0], x[5:13].float())

@@ -68,6 +68,9 @@ class TensorBatches:
 
         Every DDP rank draws the same permutation (same seed, same draws) and keeps every world-th
         position, padded so that all ranks take the same number of steps, as DistributedSampler does.
+        Drawn on the host (the same batches on any device); for rows placed on a GPU, moved there once a
+        pass, as one copy from pageable memory waits for the GPU to finish what it was given and a copy
+        a step would stall it every step.
         """
         n = self.size
         rank, world = _rank_and_world()
@@ -78,6 +81,8 @@ class TensorBatches:
         if world > 1:
             padding = (-n) % world
             order = torch.cat([order, order[:padding]])[rank::world]
+        if self.on_device is not None:
+            order = order.to(self.on_device[0].device)
         return order.split(self.batch_size)
 
     def source_rows(self, index: torch.Tensor) -> torch.Tensor:
